@@ -1,0 +1,112 @@
+"""``lectern serve`` and ``lectern admin ...``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from lectern.auth import keys
+from lectern.auth.scopes import NORMAL_USER_SCOPES
+from lectern.settings import Settings
+from lectern.store import migrate
+from lectern.store.db import create_sync_engine
+from sqlalchemy.orm import Session
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {
+        name: getattr(args, name) for name in ("host", "port", "data_dir") if getattr(args, name, None) is not None
+    }
+    return Settings(**overrides)
+
+
+def _prepare_database(settings: Settings) -> None:
+    migrate.upgrade(settings.resolved_database_url)
+
+
+def _create_key(settings: Settings, tenant: str, user: str, scopes: Sequence[str], name: str) -> str:
+    engine = create_sync_engine(settings.resolved_database_url)
+    try:
+        with Session(engine) as db, db.begin():
+            return keys.create_api_key(db, tenant, user, list(scopes), name=name).plaintext
+    finally:
+        engine.dispose()
+
+
+def _ensure_dev_key(settings: Settings) -> None:
+    engine = create_sync_engine(settings.resolved_database_url)
+    try:
+        with Session(engine) as db, db.begin():
+            if keys.count_api_keys(db):
+                return
+            key = keys.create_api_key(db, "dev", "dev", list(NORMAL_USER_SCOPES), name="development key")
+    finally:
+        engine.dispose()
+    print(
+        "No API key existed, so a development key was created for tenant 'dev', user 'dev'.\n"
+        f"It is shown only this once:\n\n    {key.plaintext}\n",
+        flush=True,
+    )
+
+
+def serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from lectern.app import create_app
+
+    settings = _settings(args)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    _prepare_database(settings)
+    if settings.create_dev_key:
+        _ensure_dev_key(settings)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        # Leave room above the chunk limit so an oversize chunk gets chunk_size_exceeded, not a 1009 close.
+        ws_max_size=2 * settings.max_chunk_bytes + (1 << 16),
+    )
+
+
+def create_key(args: argparse.Namespace) -> None:
+    settings = _settings(args)
+    _prepare_database(settings)
+    scopes = [s for s in (args.scopes or "").split(",") if s.strip()] if args.scopes else list(NORMAL_USER_SCOPES)
+    print(f"API key for tenant {args.tenant!r}, user {args.user!r}, scopes: {' '.join(scopes)}")
+    print(_create_key(settings, args.tenant, args.user, [s.strip() for s in scopes], args.name or ""))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lectern", description="Self-hosted speech services.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--data-dir", dest="data_dir", help="data directory (LECTERN_DATA_DIR)")
+
+    serve_parser = commands.add_parser("serve", help="run the server")
+    serve_parser.add_argument("--host", help="bind address (LECTERN_HOST, default 127.0.0.1)")
+    serve_parser.add_argument("--port", type=int, help="port (LECTERN_PORT, default 8000)")
+    common(serve_parser)
+    serve_parser.set_defaults(handler=serve)
+
+    admin = commands.add_parser("admin", help="administration").add_subparsers(dest="admin_command", required=True)
+    key_parser = admin.add_parser("create-key", help="create an API key; the key is the last line printed")
+    key_parser.add_argument("--tenant", required=True)
+    key_parser.add_argument("--user", required=True)
+    key_parser.add_argument("--scopes", help="comma-separated scopes (default: every scope of a normal user)")
+    key_parser.add_argument("--name", help="a label for the key")
+    common(key_parser)
+    key_parser.set_defaults(handler=create_key)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    args.handler(args)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

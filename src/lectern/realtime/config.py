@@ -1,0 +1,39 @@
+"""A stream's effective configuration, built by a protocol adapter from its own parameters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from lectern.speech.audio import AudioFormat
+from lectern.speech.models import ResolvedModel
+
+
+@dataclass(frozen=True, slots=True)
+class VadSettings:
+    threshold: float = 0.4
+    silence_seconds: float = 1.5
+    min_speech_ms: int = 100
+    min_silence_ms: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class ClientInfo:
+    address: str
+    user_agent: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamConfig:
+    protocol: str
+    model: ResolvedModel
+    audio_format: AudioFormat
+    language_code: str = "en"
+    commit_strategy: Literal["manual", "vad"] = "manual"
+    vad: VadSettings = VadSettings()
+    keyterms: tuple[str, ...] = ()
+    no_verbatim: bool = False
+    keep_transcript: bool = True
+    recording: bool = False
+    metadata: dict[str, Any] | None = None
+    echo: dict[str, Any] = field(default_factory=dict)  # the protocol's view, kept with the session

@@ -1,0 +1,341 @@
+"""ElevenLabs Scribe realtime (``/v1/speech-to-text/realtime``): frames in, frames out.
+
+Translation only; the stream itself is ``StreamSession``. Wire details follow
+shared/spec/elevenlabs-realtime.md: every error is ``{"message_type", "error"}`` followed by a
+close with code 1000 whose reason is the error type.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from lectern.auth import keys
+from lectern.auth.principal import AuthError, Principal
+from lectern.auth.scopes import SESSIONS_WRITE
+from lectern.realtime.config import ClientInfo, StreamConfig, VadSettings
+from lectern.realtime.errors import ErrorKind, StreamError
+from lectern.realtime.protocols.params import ParamError, QueryParams
+from lectern.realtime.segment import Segment
+from lectern.realtime.session import AudioIn, ClientClosed, ClientEvent, CommitIn, StreamServices, StreamSession
+from lectern.speech.audio import AudioFormat
+from lectern.speech.models import resolve_model, serves_language
+
+AUDIO_FORMATS = {
+    **{f"pcm_{rate}": AudioFormat("pcm_s16le", rate) for rate in (8000, 16000, 22050, 24000, 44100, 48000)},
+    "ulaw_8000": AudioFormat("ulaw", 8000),
+}
+MAX_KEYTERMS = 50
+MAX_KEYTERM_CHARS = 20
+_LANGUAGE = re.compile(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})?$")
+_NORMAL_CLOSE_CODES = (1000, 1001, 1005)
+AUTH_FAILED = "You must be authenticated to use this endpoint."
+
+MESSAGE_TYPES = {
+    ErrorKind.AUTH: "auth_error",
+    ErrorKind.INVALID_REQUEST: "invalid_request",
+    ErrorKind.INPUT: "input_error",
+    ErrorKind.CHUNK_TOO_LARGE: "chunk_size_exceeded",
+    ErrorKind.QUEUE_OVERFLOW: "queue_overflow",
+    ErrorKind.COMMIT_THROTTLED: "commit_throttled",
+    ErrorKind.RESOURCE_EXHAUSTED: "resource_exhausted",
+    ErrorKind.TIME_LIMIT: "session_time_limit_exceeded",
+    ErrorKind.ENGINE: "transcriber_error",
+    ErrorKind.INTERNAL: "error",
+}
+# Accepted and echoed, but this server has no such feature: the client is told with a warning.
+_UNSUPPORTED_LISTS = ("secondary_languages", "entity_detection", "entity_redaction")
+
+
+@dataclass(frozen=True, slots=True)
+class ScribeOptions:
+    """What only this protocol's rendering needs, beside the core's StreamConfig."""
+
+    include_timestamps: bool
+    include_language_detection: bool
+    warnings: tuple[str, ...]
+
+
+def parse_request(params: QueryParams, max_metadata_bytes: int) -> tuple[StreamConfig, ScribeOptions]:
+    model_id = params.one("model_id")
+    if not model_id:
+        raise ParamError("model_id is required")
+    audio_format_name = params.one("audio_format") or params.one("encoding") or "pcm_16000"
+    audio_format = AUDIO_FORMATS.get(audio_format_name)
+    if audio_format is None:
+        raise ParamError(f"audio_format must be one of {', '.join(AUDIO_FORMATS)}, not {audio_format_name!r}")
+    legacy_rate = params.integer("sample_rate", None, 1, 384000)
+    if legacy_rate is not None and legacy_rate != audio_format.sample_rate:
+        raise ParamError(f"sample_rate {legacy_rate} does not match audio_format {audio_format_name}")
+    language = params.one("language_code") or None
+    if language is not None and not _LANGUAGE.match(language):
+        raise ParamError(f"language_code must be an ISO 639-1 or 639-3 code, not {language!r}")
+    if not serves_language(language):
+        raise ParamError(f"language_code {language!r} is not served: this server recognizes English (en) only")
+    strategy = (params.one("commit_strategy") or "manual").lower()
+    if strategy not in ("manual", "vad"):
+        raise ParamError(f"commit_strategy must be manual or vad, not {strategy!r}")
+    vad = VadSettings(
+        threshold=params.number("vad_threshold", 0.4, 0.1, 0.9),
+        silence_seconds=params.number("vad_silence_threshold_secs", 1.5, 0.3, 3.0),
+        min_speech_ms=params.integer("min_speech_duration_ms", 100, 50, 2000) or 100,
+        min_silence_ms=params.integer("min_silence_duration_ms", 100, 50, 2000) or 100,
+    )
+    keyterms = params.many("keyterms")
+    if len(keyterms) > MAX_KEYTERMS:
+        raise ParamError(f"at most {MAX_KEYTERMS} keyterms are allowed, {len(keyterms)} were given")
+    for term in keyterms:
+        if not term.strip() or len(term) > MAX_KEYTERM_CHARS:
+            raise ParamError(f"each keyterm must have 1 to {MAX_KEYTERM_CHARS} characters: {term!r}")
+    keepalive = params.integer("keepalive_interval_ms", None, 500, 10000)
+    enable_logging = params.boolean("enable_logging", True)
+    recording = params.boolean("recording", False)
+    if recording and not enable_logging:
+        raise ParamError("recording=true cannot be combined with enable_logging=false (zero retention)")
+    include_timestamps = params.boolean("include_timestamps", False)
+    include_language_detection = params.boolean("include_language_detection", False)
+    no_verbatim = params.boolean("no_verbatim", False)
+    filter_background_audio = params.boolean("filter_background_audio", False)
+    metadata = params.json_object("metadata", max_metadata_bytes)
+
+    warnings = [f"{name} is not supported by this server and was ignored" for name in _UNSUPPORTED_LISTS if params.many(name)]
+    if filter_background_audio:
+        warnings.append("filter_background_audio is not supported by this server and was ignored")
+    if keepalive is not None:
+        warnings.append("keepalive_interval_ms is accepted, but this server sends no keepalive messages")
+
+    echo: dict[str, Any] = {
+        "sample_rate": audio_format.sample_rate,
+        "audio_format": audio_format_name,
+        "language_code": (language or "en").lower(),
+        "secondary_languages": params.many("secondary_languages"),
+        "timestamps_granularity": "word",
+        "vad_commit_strategy": strategy == "vad",
+        "vad_silence_threshold_secs": vad.silence_seconds,
+        "vad_threshold": vad.threshold,
+        "min_speech_duration_ms": vad.min_speech_ms,
+        "min_silence_duration_ms": vad.min_silence_ms,
+        "max_tokens_to_recompute": 5,
+        "model_id": model_id,
+        "disable_logging": not enable_logging,
+        "include_timestamps": include_timestamps,
+        "include_language_detection": include_language_detection,
+        "filter_background_audio": filter_background_audio,
+        "keyterms": keyterms,
+        "no_verbatim": no_verbatim,
+        "entity_detection": params.many("entity_detection") or None,
+        "commit_strategy": strategy,
+        "enable_logging": enable_logging,
+        "keepalive_interval_ms": keepalive,
+        "recording": recording,
+    }
+    config = StreamConfig(
+        protocol="elevenlabs",
+        model=resolve_model(model_id),
+        audio_format=audio_format,
+        language_code="en",
+        commit_strategy=strategy,  # type: ignore[arg-type]
+        vad=vad,
+        keyterms=tuple(keyterms),
+        no_verbatim=no_verbatim,
+        keep_transcript=enable_logging,
+        recording=recording,
+        metadata=metadata,
+        echo=echo,
+    )
+    return config, ScribeOptions(include_timestamps, include_language_detection, tuple(warnings))
+
+
+async def authenticate(services: StreamServices, websocket: WebSocket) -> Principal:
+    token = websocket.query_params.get("token")
+    try:
+        async with services.db() as db:
+            if token:
+                principal = await keys.redeem_single_use_token(db, token, "realtime_scribe")
+            else:
+                principal = await keys.authenticate_api_key(db, websocket.headers.get("xi-api-key"))
+    except AuthError:
+        raise StreamError(ErrorKind.AUTH, AUTH_FAILED) from None
+    if not principal.has(SESSIONS_WRITE):
+        raise StreamError(ErrorKind.AUTH, f"This API key lacks the {SESSIONS_WRITE} scope.")
+    return principal
+
+
+def words_payload(segment: Segment) -> list[dict[str, Any]]:
+    """Word and spacing entries whose texts concatenate to the segment text."""
+    items: list[dict[str, Any]] = []
+    for i, word in enumerate(segment.words):
+        if i:
+            previous = segment.words[i - 1]
+            items.append({"text": " ", "start": previous.end, "end": max(word.start, previous.end),
+                          "type": "spacing", "speaker_id": None, "logprob": 0.0})
+        step = (word.end - word.start) / max(len(word.text), 1)
+        items.append({
+            "text": word.text,
+            "start": word.start,
+            "end": word.end,
+            "type": "word",
+            "speaker_id": None,
+            "logprob": round(word.logprob, 4),
+            "characters": [
+                {"text": ch, "start": round(word.start + k * step, 3), "end": round(word.start + (k + 1) * step, 3)}
+                for k, ch in enumerate(word.text)
+            ],
+        })
+    return items
+
+
+class ScribeEvents:
+    """Renders core events as Scribe messages."""
+
+    def __init__(self, websocket: WebSocket, options: ScribeOptions) -> None:
+        self.websocket = websocket
+        self._options = options
+        self.close_reason = ""
+
+    async def send(self, message: dict[str, Any]) -> None:
+        await self.websocket.send_text(json.dumps(message))
+
+    async def partial(self, text: str) -> None:
+        await self.send({"message_type": "partial_transcript", "text": text})
+
+    async def committed(self, segment: Segment) -> None:
+        await self.send({"message_type": "committed_transcript", "text": segment.text})
+        if self._options.include_timestamps:
+            message: dict[str, Any] = {
+                "message_type": "committed_transcript_with_timestamps",
+                "text": segment.text,
+                "words": words_payload(segment),
+            }
+            if self._options.include_language_detection:
+                message["language_code"] = segment.language_code
+            await self.send(message)
+
+    async def error(self, error: StreamError) -> None:
+        if error.kind is ErrorKind.IDLE_TIMEOUT:
+            # The real service closes an idle socket without a message.
+            self.close_reason = "idle_timeout"
+            return
+        message_type = MESSAGE_TYPES[error.kind]
+        self.close_reason = "" if error.kind is ErrorKind.AUTH else message_type
+        await self.send({"message_type": message_type, "error": error.message})
+
+
+async def client_events(websocket: WebSocket, fmt: AudioFormat, max_chunk_bytes: int) -> AsyncIterator[ClientEvent]:
+    first = True
+    while True:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            yield ClientClosed(normal=message.get("code", 1000) in _NORMAL_CLOSE_CODES)
+            return
+        text = message.get("text")
+        if text is None:
+            raise StreamError(ErrorKind.INPUT, "Binary frames are not accepted: send input_audio_chunk JSON messages.")
+        chunk = _parse_chunk(text, fmt, max_chunk_bytes, first)
+        first = False
+        if chunk.audio:
+            yield AudioIn(chunk.audio)
+        if chunk.commit:
+            yield CommitIn()
+
+
+@dataclass(frozen=True, slots=True)
+class _Chunk:
+    audio: bytes
+    commit: bool
+
+
+def _parse_chunk(text: str, fmt: AudioFormat, max_chunk_bytes: int, first: bool) -> _Chunk:
+    try:
+        payload = json.loads(text)
+    except json.JSONDecodeError:
+        raise StreamError(ErrorKind.INPUT, "Messages must be JSON objects.") from None
+    if not isinstance(payload, dict):
+        raise StreamError(ErrorKind.INPUT, "Messages must be JSON objects.")
+    message_type = payload.get("message_type")
+    if message_type != "input_audio_chunk":
+        raise StreamError(ErrorKind.INPUT, f"Unknown message_type {message_type!r}: expected input_audio_chunk.")
+    encoded = payload.get("audio_base_64")
+    if not isinstance(encoded, str):
+        raise StreamError(ErrorKind.INPUT, "audio_base_64 must be a base64 string.")
+    commit = payload.get("commit", False)
+    if not isinstance(commit, bool):
+        raise StreamError(ErrorKind.INPUT, "commit must be true or false.")
+    sample_rate = payload.get("sample_rate")
+    if sample_rate is not None and sample_rate != fmt.sample_rate:
+        raise StreamError(
+            ErrorKind.INPUT, f"sample_rate {sample_rate} does not match the session's {fmt.sample_rate} Hz audio_format."
+        )
+    previous_text = payload.get("previous_text")
+    if previous_text is not None:
+        if not isinstance(previous_text, str):
+            raise StreamError(ErrorKind.INPUT, "previous_text must be a string.")
+        if not first:
+            raise StreamError(ErrorKind.INPUT, "previous_text is only allowed on the first audio chunk.")
+    if len(encoded) // 4 * 3 > max_chunk_bytes:
+        raise StreamError(
+            ErrorKind.CHUNK_TOO_LARGE, f"Audio chunk exceeds the limit of {max_chunk_bytes} bytes."
+        )
+    try:
+        audio = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        raise StreamError(ErrorKind.INPUT, "audio_base_64 is not valid base64.") from None
+    return _Chunk(audio, commit)
+
+
+async def realtime_endpoint(websocket: WebSocket) -> None:
+    services: StreamServices = websocket.app.state.services
+    await websocket.accept()
+    options = ScribeOptions(False, False, ())
+    events = ScribeEvents(websocket, options)
+    try:
+        principal = await authenticate(services, websocket)
+        try:
+            config, options = parse_request(
+                QueryParams(websocket.query_params.multi_items()), services.settings.max_metadata_bytes
+            )
+        except ParamError as exc:
+            raise StreamError(ErrorKind.INVALID_REQUEST, str(exc)) from None
+        if config.recording and not principal.recording_allowed:
+            raise StreamError(ErrorKind.INVALID_REQUEST, "Recording is disabled for this tenant.")
+        client = ClientInfo(
+            address=websocket.client.host if websocket.client else "",
+            user_agent=websocket.headers.get("user-agent"),
+        )
+        session = await StreamSession.open(services, config, principal, client)
+    except StreamError as exc:
+        await _fail(events, exc)
+        return
+    events = ScribeEvents(websocket, options)
+    try:
+        await events.send({"message_type": "session_started", "session_id": session.id.hex, "config": config.echo})
+        for warning in options.warnings:
+            await events.send({"message_type": "warning", "warning": warning})
+    except (WebSocketDisconnect, RuntimeError):
+        await session.abandon()
+        return
+    await session.run(client_events(websocket, config.audio_format, services.settings.max_chunk_bytes), events)
+    await _close(websocket, events.close_reason)
+
+
+async def _fail(events: ScribeEvents, error: StreamError) -> None:
+    try:
+        await events.error(error)
+    except (WebSocketDisconnect, RuntimeError):
+        return
+    await _close(events.websocket, events.close_reason)
+
+
+async def _close(websocket: WebSocket, reason: str) -> None:
+    if websocket.application_state == WebSocketState.CONNECTED and websocket.client_state == WebSocketState.CONNECTED:
+        try:
+            await websocket.close(1000, reason)
+        except RuntimeError:
+            pass

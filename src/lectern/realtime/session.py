@@ -1,0 +1,360 @@
+"""StreamSession: the streaming core every protocol adapter drives.
+
+It owns the audio clock, the input bound, commit rules (manual, VAD, automatic), recording,
+persistence and the session's lifecycle. Adapters hand it client events and render its events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from lectern.auth.principal import Principal
+from lectern.realtime.config import ClientInfo, StreamConfig
+from lectern.realtime.endpointing import VadEndpointer
+from lectern.realtime.errors import ErrorKind, StreamError
+from lectern.realtime.outbox import Outbox, StreamEvents
+from lectern.realtime.recording import RecordingWriter
+from lectern.realtime.segment import Segment
+from lectern.settings import Settings
+from lectern.speech.audio import ENGINE_RATE
+from lectern.speech.engines.pool import EngineFailure, PoolExhausted, RecognizerPool, StreamHandle
+from lectern.speech.pipeline import StreamSpec
+from lectern.speech.text import remove_disfluencies
+from lectern.store import sessions as rows
+from lectern.store.models import utcnow
+
+log = logging.getLogger(__name__)
+
+# Audio handed to the recognizer in one request at most: coalescing a backlog makes fewer
+# round trips, the cap keeps one stream from holding its worker for long.
+MAX_FEED_SECONDS = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class AudioIn:
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CommitIn:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ClientClosed:
+    """The client ended the stream: ``normal`` for a clean close, False when it vanished."""
+
+    normal: bool
+
+
+ClientEvent = AudioIn | CommitIn | ClientClosed
+
+
+@dataclass(frozen=True, slots=True)
+class StreamServices:
+    settings: Settings
+    db: rows.Sessions
+    pool: RecognizerPool
+
+    @property
+    def recordings_dir(self) -> Path:
+        return self.settings.recordings_dir
+
+
+class _End:
+    pass
+
+
+_COMMIT = CommitIn()
+
+
+class StreamSession:
+    def __init__(
+        self, services: StreamServices, config: StreamConfig, principal: Principal, handle: StreamHandle
+    ) -> None:
+        self.id = uuid.uuid4()
+        self.config = config
+        self._services = services
+        self._settings = services.settings
+        self._principal = principal
+        self._handle = handle
+        self._queue: asyncio.Queue[bytes | CommitIn | _End] = asyncio.Queue()
+        self._queued_bytes = 0
+        self._received_seconds = 0.0  # audio received from the client
+        self._commit_mark = 0.0  # stream position of the newest commit, executed or queued
+        self._processed_samples = 0  # 16 kHz samples the recognizer has consumed: the audio clock
+        self._segment_start = 0.0
+        self._segment_count = 0
+        self._words_count = 0
+        self._last_partial = ""
+        self._endpointer = VadEndpointer(config.vad) if config.commit_strategy == "vad" else None
+        self._recording: RecordingWriter | None = None
+        self._outbox: Outbox | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @classmethod
+    async def open(
+        cls, services: StreamServices, config: StreamConfig, principal: Principal, client: ClientInfo
+    ) -> "StreamSession":
+        """Create the session row, reserve a recognizer and go ACTIVE, or raise StreamError."""
+        spec = StreamSpec(
+            format=config.audio_format,
+            keyterms=config.keyterms,
+            return_pcm=config.recording and config.audio_format.sample_rate != ENGINE_RATE,
+        )
+        try:
+            handle = services.pool.open(spec)
+        except PoolExhausted as exc:
+            raise StreamError(ErrorKind.RESOURCE_EXHAUSTED, f"Server at capacity: {exc}.") from None
+        session = cls(services, config, principal, handle)
+        try:
+            await session._create_row(client)
+        except BaseException:
+            handle.release()
+            raise
+        return session
+
+    async def _create_row(self, client: ClientInfo) -> None:
+        config = self.config
+        if config.recording:
+            self._recording = RecordingWriter(self._services.recordings_dir, self._principal.tenant_id, self.id)
+        await rows.create(
+            self._services.db,
+            {
+                "id": self.id,
+                "tenant_id": self._principal.tenant_id,
+                "user_id": self._principal.user_id,
+                "protocol": config.protocol,
+                "requested_model_alias": config.model.requested_alias,
+                "resolved_model_name": config.model.name,
+                "used_fallback": config.model.used_fallback,
+                "language_code": config.language_code,
+                "recording_requested": config.recording,
+                "recording_path": str(self._recording.path) if self._recording else None,
+                "keep_transcript": config.keep_transcript,
+                "client_address": client.address,
+                "user_agent": client.user_agent,
+                "metadata_": config.metadata,
+                "config": config.echo,
+            },
+            self._settings.lease_seconds,
+        )
+        await rows.update_session(self._services.db, self.id, state=rows.ACTIVE)
+
+    async def run(self, client_events: AsyncIterator[ClientEvent], events: StreamEvents) -> None:
+        """Serve the stream until the client ends it or an error does; the row records how it ended."""
+        self._outbox = Outbox(events)
+        lease = asyncio.create_task(self._renew_lease())
+        error: StreamError | None = None
+        state, reason = rows.FINISHED, None
+        try:
+            async with asyncio.timeout(self._settings.session_time_limit_seconds):
+                async with asyncio.TaskGroup() as tasks:
+                    tasks.create_task(self._process())
+                    normal = await self._receive(client_events)
+            if not normal:
+                state = rows.CANCELLED
+        except* StreamError as group:
+            error = group.exceptions[0]  # type: ignore[assignment]
+        except* TimeoutError:
+            error = StreamError(
+                ErrorKind.TIME_LIMIT,
+                f"Session time limit of {self._settings.session_time_limit_seconds:g} seconds exceeded.",
+            )
+        except* EngineFailure as group:
+            log.error("engine failure in stream %s: %s", self.id, group.exceptions[0])
+            error = StreamError(ErrorKind.ENGINE, f"Transcriber error: {group.exceptions[0]}")
+        except* Exception as group:
+            log.exception("stream %s failed", self.id, exc_info=group.exceptions[0])
+            error = StreamError(ErrorKind.INTERNAL, "Internal server error.")
+        finally:
+            lease.cancel()
+        if error is not None:
+            if error.kind is ErrorKind.IDLE_TIMEOUT:
+                state = rows.CANCELLED
+            else:
+                state, reason = rows.FAILED, f"{error.kind.value}: {error.message}"
+            if error.kind not in (ErrorKind.ENGINE, ErrorKind.INTERNAL):
+                await self._salvage()
+        await self._outbox.close(error)
+        await self._end(state, reason)
+
+    async def _salvage(self) -> None:
+        """After a client-side error, still commit what was recognized: nothing heard is lost."""
+        with contextlib.suppress(Exception):
+            await self._commit(final=True)
+
+    async def _end(self, state: str, reason: str | None) -> None:
+        self._handle.release()
+        if self._recording:
+            self._recording.close()
+        await rows.update_session(
+            self._services.db,
+            self.id,
+            state=state,
+            end_time=utcnow(),
+            failure_reason=reason,
+            duration_ms=self._duration_ms(),
+            lease_expires_at=None,
+        )
+
+    async def abandon(self) -> None:
+        """End a session whose client left before ``run`` began."""
+        await self._end(rows.CANCELLED, None)
+
+    # -- input -------------------------------------------------------------------------------
+
+    async def _receive(self, client_events: AsyncIterator[ClientEvent]) -> bool:
+        idle = self._settings.idle_timeout_seconds
+        iterator = aiter(client_events)
+        while True:
+            try:
+                event = await asyncio.wait_for(anext(iterator), idle)
+            except TimeoutError:
+                raise StreamError(
+                    ErrorKind.IDLE_TIMEOUT, f"No message from the client for {idle:g} seconds."
+                ) from None
+            except StopAsyncIteration:
+                event = ClientClosed(normal=False)
+            if isinstance(event, ClientClosed):
+                self._queue.put_nowait(_End())
+                return event.normal
+            if isinstance(event, AudioIn):
+                self._accept_audio(event.data)
+            else:
+                self._accept_commit()
+
+    def _accept_audio(self, data: bytes) -> None:
+        if not data:
+            return
+        fmt = self.config.audio_format
+        if len(data) > self._settings.max_chunk_bytes:
+            raise StreamError(
+                ErrorKind.CHUNK_TOO_LARGE,
+                f"Audio chunk of {len(data)} bytes exceeds the limit of {self._settings.max_chunk_bytes} bytes.",
+            )
+        try:
+            fmt.check_chunk(data)
+        except ValueError as exc:
+            raise StreamError(ErrorKind.INPUT, str(exc)) from None
+        backlog = fmt.seconds(self._queued_bytes + len(data))
+        if backlog > self._settings.max_buffered_audio_seconds:
+            raise StreamError(
+                ErrorKind.QUEUE_OVERFLOW,
+                f"Audio is arriving faster than it can be processed: more than "
+                f"{self._settings.max_buffered_audio_seconds:g} seconds are waiting.",
+            )
+        self._queued_bytes += len(data)
+        self._received_seconds += fmt.seconds(len(data))
+        self._queue.put_nowait(data)
+
+    def _accept_commit(self) -> None:
+        uncommitted = self._received_seconds - self._commit_mark
+        if uncommitted < self._settings.min_commit_seconds:
+            raise StreamError(
+                ErrorKind.COMMIT_THROTTLED,
+                f"Commit request ignored: only {uncommitted:.2f}s of uncommitted audio. You need at least "
+                f"{self._settings.min_commit_seconds:g}s of uncommitted audio before committing.",
+            )
+        self._commit_mark = self._received_seconds
+        self._queue.put_nowait(_COMMIT)
+
+    # -- processing --------------------------------------------------------------------------
+
+    async def _process(self) -> None:
+        max_bytes = int(MAX_FEED_SECONDS * self.config.audio_format.sample_rate) * (
+            self.config.audio_format.bytes_per_sample
+        )
+        while True:
+            item = await self._queue.get()
+            if isinstance(item, _End):
+                await self._commit(final=True)
+                return
+            if isinstance(item, CommitIn):
+                await self._commit()
+                continue
+            parts = [item]
+            size = len(item)
+            while size < max_bytes and not self._queue.empty():
+                nxt = self._queue._queue[0]  # type: ignore[attr-defined]
+                if not isinstance(nxt, bytes):
+                    break
+                parts.append(self._queue.get_nowait())  # type: ignore[arg-type]
+                size += len(nxt)
+            await self._feed(b"".join(parts) if len(parts) > 1 else item)
+
+    async def _feed(self, data: bytes) -> None:
+        result = await self._handle.feed(data)
+        self._queued_bytes -= len(data)
+        self._processed_samples += round(self.config.audio_format.seconds(len(data)) * ENGINE_RATE)
+        if self._recording:
+            self._recording.write(result.pcm if result.pcm is not None else data)
+        if result.partial != self._last_partial:
+            self._last_partial = result.partial
+            assert self._outbox is not None
+            self._outbox.partial(result.partial)
+        if self._endpointer is not None and self._endpointer.update(result.vad):
+            await self._commit()
+        elif self._position() - self._segment_start >= self._settings.auto_commit_seconds:
+            await self._commit()
+
+    async def _commit(self, final: bool = False) -> None:
+        """Make the committed transcript of the audio since the last commit; store, then send it."""
+        position = self._position()
+        if final and position <= self._segment_start:
+            return
+        words = await self._handle.finish()
+        if self.config.no_verbatim:
+            words = remove_disfluencies(words, lambda w: w.text)
+        text = " ".join(w.text for w in words)
+        segment = Segment(
+            index=self._segment_count if text else None,
+            text=text,
+            words=tuple(words),
+            start=words[0].start if words else round(self._segment_start, 3),
+            end=round(max(position, words[-1].end if words else 0.0), 3),
+            language_code=self.config.language_code,
+        )
+        if text:
+            self._segment_count += 1
+            self._words_count += len(words)
+        await rows.commit_segment(
+            self._services.db,
+            self.id,
+            segment.as_row() if text and self.config.keep_transcript else None,
+            segment_count=self._segment_count,
+            words_count=self._words_count,
+            duration_ms=self._duration_ms(),
+        )
+        self._segment_start = position
+        self._commit_mark = max(self._commit_mark, position)
+        self._last_partial = ""
+        if self._endpointer is not None:
+            self._endpointer.reset()
+        if final and not text:
+            return
+        assert self._outbox is not None
+        self._outbox.committed(segment)
+
+    # -- clock and lease ---------------------------------------------------------------------
+
+    def _position(self) -> float:
+        return self._processed_samples / ENGINE_RATE
+
+    def _duration_ms(self) -> int:
+        return self._processed_samples * 1000 // ENGINE_RATE
+
+    async def _renew_lease(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.lease_renew_seconds)
+            try:
+                await rows.renew_lease(self._services.db, self.id, self._settings.lease_seconds, self._duration_ms())
+            except Exception:
+                log.exception("lease renewal failed for stream %s", self.id)

@@ -1,0 +1,56 @@
+"""One settings model for the whole service: every option is also a ``LECTERN_*`` variable."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LECTERN_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = Path("lectern-data")
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL; defaults to a SQLite file in the data dir. "
+        "postgresql:// URLs use the psycopg driver.",
+    )
+    log_level: str = "info"
+
+    # Engine pool. pocketsphinx holds the GIL, so recognition runs in worker processes.
+    engine_workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    streams_per_worker: int = Field(default=8, ge=1, description="recognizers hosted by one worker")
+
+    # Realtime stream limits.
+    idle_timeout_seconds: float = Field(default=15.0, gt=0)
+    session_time_limit_seconds: float = Field(default=3600.0, gt=0)
+    max_buffered_audio_seconds: float = Field(
+        default=120.0, gt=0, description="audio a faster-than-real-time sender may get ahead by"
+    )
+    max_chunk_bytes: int = Field(default=1 << 20, gt=0, description="decoded bytes in one audio chunk")
+    auto_commit_seconds: float = Field(default=36.0, gt=0, description="uncommitted audio that forces a commit")
+    min_commit_seconds: float = Field(default=0.3, ge=0)
+    max_metadata_bytes: int = Field(default=4096, gt=0)
+
+    # Crash accounting: a live stream renews its lease; the sweeper fails streams whose lease lapsed.
+    lease_seconds: float = Field(default=15.0, gt=0)
+    lease_renew_seconds: float = Field(default=5.0, gt=0)
+    sweep_interval_seconds: float = Field(default=5.0, gt=0)
+
+    single_use_token_ttl_seconds: int = Field(default=900, gt=0)
+    create_dev_key: bool = Field(default=True, description="print a development key when none exists")
+
+    @property
+    def recordings_dir(self) -> Path:
+        return self.data_dir / "recordings"
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'lectern.db').resolve()}"

@@ -1,0 +1,27 @@
+"""Model aliases: what a client asks for, resolved to an engine this server runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lectern.speech.engines.pool import DEFAULT_ENGINE
+
+# Names that mean exactly the embedded engine; anything else (vendor aliases such as
+# scribe_v2_realtime included) falls back to it and says so.
+_EXACT = {DEFAULT_ENGINE, "pocketsphinx", "default"}
+ENGLISH_CODES = {"en", "eng", "en-us", "en_us", "en-gb"}
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedModel:
+    requested_alias: str
+    name: str
+    used_fallback: bool
+
+
+def resolve_model(alias: str) -> ResolvedModel:
+    return ResolvedModel(alias, DEFAULT_ENGINE, alias.lower() not in _EXACT)
+
+
+def serves_language(code: str | None) -> bool:
+    return code is None or code.strip().lower() in ENGLISH_CODES
