@@ -7,6 +7,7 @@ persistence and the session's lifecycle. Adapters hand it client events and rend
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import uuid
@@ -84,7 +85,8 @@ class StreamSession:
         self._settings = services.settings
         self._principal = principal
         self._handle = handle
-        self._queue: asyncio.Queue[bytes | CommitIn | _End] = asyncio.Queue()
+        self._inbox: collections.deque[bytes | CommitIn | _End] = collections.deque()
+        self._inbox_ready = asyncio.Event()
         self._queued_bytes = 0
         self._received_seconds = 0.0  # audio received from the client
         self._commit_mark = 0.0  # stream position of the newest commit, executed or queued
@@ -224,7 +226,7 @@ class StreamSession:
             except StopAsyncIteration:
                 event = ClientClosed(normal=False)
             if isinstance(event, ClientClosed):
-                self._queue.put_nowait(_End())
+                self._enqueue(_End())
                 return event.normal
             if isinstance(event, AudioIn):
                 self._accept_audio(event.data)
@@ -253,7 +255,7 @@ class StreamSession:
             )
         self._queued_bytes += len(data)
         self._received_seconds += fmt.seconds(len(data))
-        self._queue.put_nowait(data)
+        self._enqueue(data)
 
     def _accept_commit(self) -> None:
         uncommitted = self._received_seconds - self._commit_mark
@@ -264,7 +266,11 @@ class StreamSession:
                 f"{self._settings.min_commit_seconds:g}s of uncommitted audio before committing.",
             )
         self._commit_mark = self._received_seconds
-        self._queue.put_nowait(_COMMIT)
+        self._enqueue(_COMMIT)
+
+    def _enqueue(self, item: bytes | CommitIn | _End) -> None:
+        self._inbox.append(item)
+        self._inbox_ready.set()
 
     # -- processing --------------------------------------------------------------------------
 
@@ -273,7 +279,10 @@ class StreamSession:
             self.config.audio_format.bytes_per_sample
         )
         while True:
-            item = await self._queue.get()
+            while not self._inbox:
+                self._inbox_ready.clear()
+                await self._inbox_ready.wait()
+            item = self._inbox.popleft()
             if isinstance(item, _End):
                 await self._commit(final=True)
                 return
@@ -282,12 +291,11 @@ class StreamSession:
                 continue
             parts = [item]
             size = len(item)
-            while size < max_bytes and not self._queue.empty():
-                nxt = self._queue._queue[0]  # type: ignore[attr-defined]
-                if not isinstance(nxt, bytes):
-                    break
-                parts.append(self._queue.get_nowait())  # type: ignore[arg-type]
-                size += len(nxt)
+            while size < max_bytes and self._inbox and isinstance(self._inbox[0], bytes):
+                more = self._inbox.popleft()
+                assert isinstance(more, bytes)
+                parts.append(more)
+                size += len(more)
             await self._feed(b"".join(parts) if len(parts) > 1 else item)
 
     async def _feed(self, data: bytes) -> None:

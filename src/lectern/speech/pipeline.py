@@ -5,8 +5,10 @@ Everything here computes, so it runs in a pool worker process, never on the even
 
 from __future__ import annotations
 
+import collections
 from dataclasses import dataclass
 
+import numpy as np
 import onnxruntime
 
 from lectern.speech.audio import ENGINE_RATE, AudioConverter, AudioFormat
@@ -14,11 +16,15 @@ from lectern.speech.engines.base import Recognizer, Word
 from lectern.speech.vad import WINDOW_SECONDS, SileroVad
 
 # The recognizer utterance is settled at every pause inside a segment, so that a commit only
-# has to finish the words since the last pause (pocketsphinx's second pass costs ~2 % of the
-# utterance's duration; over a 30 s segment that would be 600 ms of commit latency).
-SETTLE_SILENCE_SECONDS = 0.5
+# has to finish the words since the last pause: pocketsphinx's second pass costs ~2 % of the
+# utterance's duration (60 ms for 3 s of speech, 600 ms for a 30 s segment). 0.3 s is the
+# shortest silence a VAD commit can wait for, so VAD commits never wait for the second pass.
+SETTLE_SILENCE_SECONDS = 0.3
 SPEECH_PROBABILITY = 0.5
 SILENCE_PROBABILITY = 0.35
+# Audio where the VAD hears no speech is not decoded at all (pocketsphinx even finds words in
+# digital silence); the last PREROLL_SECONDS before speech is kept so no onset is clipped.
+PREROLL_SECONDS = 0.3
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,34 +47,39 @@ class StreamPipeline:
         self._converter = AudioConverter(spec.format)
         self._vad = SileroVad(vad_model)
         self._recognizer = recognizer
-        self._recognizer.start()
-        self._samples = 0  # 16 kHz samples fed since the stream began
+        self._samples = 0  # 16 kHz samples received since the stream began: the clock
+        self._preroll: collections.deque[np.ndarray] = collections.deque()
+        self._preroll_samples = 0
+        self._in_utterance = False  # speech was heard and the recognizer is being fed
         self._utterance_start = 0
-        self._utterance_has_speech = False  # silence alone must not yield words ("i'm" on zeros)
         self._silent_windows = 0
         self._settled: list[Word] = []  # words of this segment's already finished utterances
 
     def feed(self, data: bytes) -> FeedResult:
         pcm = self._converter.convert(data)
-        raw = pcm.tobytes()
-        self._recognizer.feed(raw)
-        self._samples += len(pcm)
         probabilities = self._vad.process(pcm)
-        for p in probabilities:
-            if p >= SPEECH_PROBABILITY:
-                self._utterance_has_speech = True
-                self._silent_windows = 0
-            elif p < SILENCE_PROBABILITY:
-                self._silent_windows += 1
-        if self._utterance_has_speech and self._silent_windows * WINDOW_SECONDS >= SETTLE_SILENCE_SECONDS:
-            self._settle()
+        if self._in_utterance:
+            self._recognizer.feed(pcm.tobytes())
+        elif any(p >= SPEECH_PROBABILITY for p in probabilities):
+            self._begin_utterance(pcm)
+        else:
+            self._hold(pcm)
+        self._samples += len(pcm)
+        if self._in_utterance:
+            for p in probabilities:
+                if p >= SPEECH_PROBABILITY:
+                    self._silent_windows = 0
+                elif p < SILENCE_PROBABILITY:
+                    self._silent_windows += 1
+            if self._silent_windows * WINDOW_SECONDS >= SETTLE_SILENCE_SECONDS:
+                self._settle()
         texts = [w.text for w in self._settled]
-        if self._utterance_has_speech:
+        if self._in_utterance:
             texts.append(self._recognizer.partial())
         return FeedResult(
             partial=" ".join(t for t in texts if t),
             vad=probabilities,
-            pcm=raw if self._spec.return_pcm else None,
+            pcm=pcm.tobytes() if self._spec.return_pcm else None,
         )
 
     def finish(self) -> list[Word]:
@@ -80,12 +91,25 @@ class StreamPipeline:
     def close(self) -> None:
         self._recognizer.close()
 
-    def _settle(self) -> None:
-        words = self._recognizer.finish()
-        if self._utterance_has_speech:
-            offset = self._utterance_start / ENGINE_RATE
-            self._settled.extend(w.shifted(offset) for w in words)
+    def _hold(self, pcm: np.ndarray) -> None:
+        self._preroll.append(pcm)
+        self._preroll_samples += len(pcm)
+        limit = int(PREROLL_SECONDS * ENGINE_RATE)
+        while self._preroll and self._preroll_samples - len(self._preroll[0]) >= limit:
+            self._preroll_samples -= len(self._preroll.popleft())
+
+    def _begin_utterance(self, pcm: np.ndarray) -> None:
+        self._utterance_start = self._samples - self._preroll_samples
         self._recognizer.start()
-        self._utterance_start = self._samples
-        self._utterance_has_speech = False
+        self._recognizer.feed(b"".join(p.tobytes() for p in self._preroll) + pcm.tobytes())
+        self._preroll.clear()
+        self._preroll_samples = 0
+        self._in_utterance = True
         self._silent_windows = 0
+
+    def _settle(self) -> None:
+        if not self._in_utterance:
+            return
+        offset = self._utterance_start / ENGINE_RATE
+        self._settled.extend(w.shifted(offset) for w in self._recognizer.finish())
+        self._in_utterance = False

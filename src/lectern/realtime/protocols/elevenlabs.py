@@ -279,10 +279,9 @@ def _parse_chunk(text: str, fmt: AudioFormat, max_chunk_bytes: int, first: bool)
             raise StreamError(ErrorKind.INPUT, "previous_text must be a string.")
         if not first:
             raise StreamError(ErrorKind.INPUT, "previous_text is only allowed on the first audio chunk.")
-    if len(encoded) // 4 * 3 > max_chunk_bytes:
-        raise StreamError(
-            ErrorKind.CHUNK_TOO_LARGE, f"Audio chunk exceeds the limit of {max_chunk_bytes} bytes."
-        )
+    # Refuse what is surely oversize before decoding it; the core checks the exact decoded size.
+    if len(encoded) > (max_chunk_bytes // 3 + 1) * 4:
+        raise StreamError(ErrorKind.CHUNK_TOO_LARGE, f"Audio chunk exceeds the limit of {max_chunk_bytes} bytes.")
     try:
         audio = base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError):
