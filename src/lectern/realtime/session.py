@@ -284,6 +284,7 @@ class StreamSession:
                 await self._inbox_ready.wait()
             item = self._inbox.popleft()
             if isinstance(item, _End):
+                await self._feed(b"", last=True)
                 await self._commit(final=True)
                 return
             if isinstance(item, CommitIn):
@@ -298,8 +299,8 @@ class StreamSession:
                 size += len(more)
             await self._feed(b"".join(parts) if len(parts) > 1 else item)
 
-    async def _feed(self, data: bytes) -> None:
-        result = await self._handle.feed(data)
+    async def _feed(self, data: bytes, last: bool = False) -> None:
+        result = await (self._handle.drain() if last else self._handle.feed(data))
         self._queued_bytes -= len(data)
         self._processed_samples += round(self.config.audio_format.seconds(len(data)) * ENGINE_RATE)
         if self._recording:

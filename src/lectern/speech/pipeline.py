@@ -55,8 +55,9 @@ class StreamPipeline:
         self._silent_windows = 0
         self._settled: list[Word] = []  # words of this segment's already finished utterances
 
-    def feed(self, data: bytes) -> FeedResult:
-        pcm = self._converter.convert(data)
+    def feed(self, data: bytes, last: bool = False) -> FeedResult:
+        """Process a chunk; ``last`` flushes the resampler's tail at the end of the stream."""
+        pcm = self._converter.convert(data, last=last)
         probabilities = self._vad.process(pcm)
         if self._in_utterance:
             self._recognizer.feed(pcm.tobytes())

@@ -129,7 +129,7 @@ class StreamSessionRow(Base):
     client_address: Mapped[str] = mapped_column(String(100), default="")
     user_agent: Mapped[str | None] = mapped_column(String(500), nullable=True)
     failure_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
-    metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON, nullable=True)
+    metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON(none_as_null=True), nullable=True)
     config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

@@ -49,7 +49,8 @@ class Engine(ABC):
     languages: tuple[str, ...]
 
     @abstractmethod
-    def recognizer(self, keyterms: Sequence[str] = ()) -> Recognizer: ...
+    def recognizer(self, keyterms: Sequence[str] = (), source_rate: int = 16000) -> Recognizer:
+        """A recognizer for one stream; ``source_rate`` is the client's rate before resampling."""
 
     def idle(self) -> None:
         """Called when the worker has nothing to do: a chance to prepare recognizers ahead of need."""

@@ -18,27 +18,68 @@ KEYTERM_NBEST = 20
 KEYTERM_SCORE_MARGIN = 0.02
 
 
+# Live cepstral mean normalization starts from the model's prior, which suits wideband audio.
+# Narrowband audio (telephone rates, upsampled) is so far from it that live CMN never recovers
+# within an utterance ("the great around on" for "the quick brown fox"), so such a stream first
+# measures its own mean over this much audio (a feature pass without search), then decodes.
+CMN_CALIBRATION_SECONDS = 2.0
+NARROWBAND_BELOW_HZ = 16000
+_BYTES_PER_SECOND = 32000
+
+
 class PocketSphinxRecognizer(Recognizer):
-    def __init__(self, engine: "PocketSphinxEngine", decoder: Decoder, keyterms: frozenset[str]) -> None:
+    def __init__(
+        self, engine: "PocketSphinxEngine", decoder: Decoder, keyterms: frozenset[str], calibrate_cmn: bool
+    ) -> None:
         self._engine = engine
         self._decoder = decoder
         self._keyterms = keyterms
+        self._calibrating = calibrate_cmn
+        self._held: list[bytes] = []  # audio waiting for the calibration
+        self._held_bytes = 0
         self._in_utterance = False
 
     def start(self) -> None:
-        self._decoder.start_utt()
+        if not self._calibrating:
+            self._decoder.start_utt()
         self._in_utterance = True
 
     def feed(self, pcm: bytes) -> None:
+        if not pcm:  # pocketsphinx fails on an empty buffer
+            return
+        if self._calibrating:
+            self._held.append(pcm)
+            self._held_bytes += len(pcm)
+            if self._held_bytes >= CMN_CALIBRATION_SECONDS * _BYTES_PER_SECOND:
+                self._calibrate()
+            return
         self._decoder.process_raw(pcm, False, False)
 
+    def _calibrate(self) -> None:
+        audio = b"".join(self._held)
+        self._held.clear()
+        self._calibrating = False
+        if audio:
+            self._decoder.start_utt()
+            self._decoder.process_raw(audio, True, True)  # batch CMN over the audio, no search
+            mean = self._decoder.get_cmn(False)
+            self._decoder.end_utt()
+            self._decoder.set_cmn(mean)
+        self._decoder.start_utt()
+        if audio:
+            self._decoder.process_raw(audio, False, False)
+
     def partial(self) -> str:
+        if self._calibrating:
+            return ""
         hyp = self._decoder.hyp()
         if hyp is None:
             return ""
         return " ".join(filter(None, (clean_token(t) for t in hyp.hypstr.split())))
 
     def finish(self) -> list[Word]:
+        if self._calibrating:
+            self._calibrate()
         self._decoder.end_utt()
         self._in_utterance = False
         words = []
@@ -73,7 +114,7 @@ class PocketSphinxRecognizer(Recognizer):
         return words if chosen is None else _retime(words, chosen)
 
     def close(self) -> None:
-        if self._in_utterance:
+        if self._in_utterance and not self._calibrating:
             self._decoder.end_utt()
             self._in_utterance = False
         self._engine._release(self._decoder)
@@ -95,12 +136,17 @@ class PocketSphinxEngine(Engine):
     def _new_decoder() -> Decoder:
         return Decoder(loglevel="FATAL")
 
-    def recognizer(self, keyterms: Sequence[str] = ()) -> PocketSphinxRecognizer:
+    def recognizer(self, keyterms: Sequence[str] = (), source_rate: int = 16000) -> PocketSphinxRecognizer:
         """Keyterms bias the result by N-best rescoring. pocketsphinx has no letter-to-sound rules
         and its Python API cannot reweight the language model, so a keyterm the dictionary lacks
         cannot be recognized at all."""
         decoder = self._spares.pop() if self._spares else self._new_decoder()
-        return PocketSphinxRecognizer(self, decoder, _keyterm_words(keyterms))
+        # The front end adapts to the audio it hears (cepstral mean, noise floor); a reused decoder
+        # must forget the previous stream, or one stream's voice would colour the next one's words.
+        decoder.reinit_feat()
+        return PocketSphinxRecognizer(
+            self, decoder, _keyterm_words(keyterms), calibrate_cmn=source_rate < NARROWBAND_BELOW_HZ
+        )
 
     def _release(self, decoder: Decoder) -> None:
         if len(self._spares) < self._max_spares:

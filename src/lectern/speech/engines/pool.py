@@ -182,6 +182,12 @@ class StreamHandle:
         result: FeedResult = await self._pool._call(self._worker, "feed", self._id, data)
         return result
 
+    async def drain(self) -> FeedResult:
+        """The end of the stream's audio: flush what the resampler still holds."""
+        await self._opened
+        result: FeedResult = await self._pool._call(self._worker, "drain", self._id)
+        return result
+
     async def finish(self) -> list[Word]:
         await self._opened
         words: list[Word] = await self._pool._call(self._worker, "finish", self._id)

@@ -31,10 +31,14 @@ def serve(conn: Connection, engine_name: str, max_streams: int) -> None:
     def handle(op: str, stream_id: int, arg: Any) -> Any:
         if op == "open":
             spec: StreamSpec = arg
-            pipelines[stream_id] = StreamPipeline(spec, engine.recognizer(spec.keyterms), vad_model)
+            pipelines[stream_id] = StreamPipeline(
+                spec, engine.recognizer(spec.keyterms, spec.format.sample_rate), vad_model
+            )
             return None
         if op == "feed":
             return pipelines[stream_id].feed(arg)
+        if op == "drain":
+            return pipelines[stream_id].feed(b"", last=True)
         if op == "finish":
             return pipelines[stream_id].finish()
         if op == "close":
