@@ -96,3 +96,34 @@ def test_vad_endpointer_waits_for_the_silence_threshold():
     endpointer.update([0.9] * 10)
     assert not endpointer.update([0.0] * 30)  # 0.96 s
     assert endpointer.update([0.0] * 2)
+
+
+def test_a_reused_decoder_does_not_remember_earlier_streams(vad_model):
+    engine = PocketSphinxEngine(ready_decoders=1, max_spare_decoders=1)
+    first, _ = _stream(engine, vad_model, "fox")
+    for name in ("weather", "numbers", "two_sentences", "coffee"):
+        _stream(engine, vad_model, name)
+    again, _ = _stream(engine, vad_model, "fox")
+    assert [w.text for w in again] == [w.text for w in first]
+    assert [(w.start, w.end) for w in again] == [(w.start, w.end) for w in first]
+
+
+def test_narrowband_streams_match_the_engine_on_the_whole_file(engine, vad_model):
+    from pocketsphinx import Decoder
+
+    from lectern.speech.audio import AudioConverter
+    from tests.conftest import load_wav
+
+    pcm8, _ = load_wav("fox_8k")
+    fmt = AudioFormat("pcm_s16le", 8000)
+    decoder = Decoder(loglevel="FATAL")
+    decoder.start_utt()
+    decoder.process_raw(AudioConverter(fmt).convert(pcm8, last=True).tobytes(), False, True)
+    decoder.end_utt()
+    pipeline = StreamPipeline(StreamSpec(fmt), engine.recognizer((), 8000), vad_model)
+    for i in range(0, len(pcm8), 1600):
+        pipeline.feed(pcm8[i : i + 1600])
+    pipeline.feed(b"", last=True)
+    words = pipeline.finish()
+    pipeline.close()
+    assert " ".join(w.text for w in words) == decoder.hyp().hypstr
