@@ -89,13 +89,19 @@ def _fresh_database(backend: str) -> tuple[str, Any]:
 class LecternServer:
     """One `lectern serve` process with its own data dir and database."""
 
-    def __init__(self, tmp: Path, backend: str, settings: dict[str, Any]) -> None:
+    def __init__(
+        self, tmp: Path, backend: str, settings: dict[str, Any], database_url: str | None = None
+    ) -> None:
+        """``database_url`` reuses another server's database (that server drops it); None makes a fresh one."""
         self.backend = backend
         self.data_dir = tmp
         self.port = _free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}"
-        database_url, self._drop_database = _fresh_database(backend)
+        if database_url is None:
+            database_url, self._drop_database = _fresh_database(backend)
+        else:
+            self._drop_database = lambda: None
         self.env = {
             **os.environ,
             "LECTERN_DATA_DIR": str(tmp),
@@ -107,7 +113,7 @@ class LecternServer:
         if database_url:
             self.env["LECTERN_DATABASE_URL"] = database_url
         self.database_url = database_url or f"sqlite:///{(tmp / 'lectern.db').resolve()}"
-        self.log = open(tmp / "server.log", "wb")
+        self.log = open(tmp / "server.log", "ab")  # a restarted server appends to the log
         self.process = subprocess.Popen(
             [sys.executable, "-m", "lectern", "serve", "--port", str(self.port)],
             env=self.env,
@@ -171,9 +177,17 @@ class LecternServer:
             time.sleep(0.05)
 
     def worker_pids(self) -> list[int]:
+        """The live engine worker processes (not multiprocessing's resource tracker, not zombies)."""
         import psutil
 
-        return [p.pid for p in psutil.Process(self.process.pid).children() if "multiprocessing" in " ".join(p.cmdline())]
+        pids = []
+        for child in psutil.Process(self.process.pid).children():
+            try:
+                if child.status() != psutil.STATUS_ZOMBIE and "spawn_main" in " ".join(child.cmdline()):
+                    pids.append(child.pid)
+            except psutil.NoSuchProcess:  # includes ZombieProcess
+                pass
+        return pids
 
     def stop(self) -> None:
         self._db.dispose()

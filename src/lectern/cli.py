@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -52,6 +53,9 @@ def _ensure_dev_key(settings: Settings) -> None:
 
 
 def serve(args: argparse.Namespace) -> None:
+    # The websockets library reads this when imported. Its 8 KiB default would make a handshake
+    # whose URL carries a full-size `metadata` parameter (4 KiB, percent-encoded) hang unanswered.
+    os.environ.setdefault("WEBSOCKETS_MAX_LINE_LENGTH", "32768")
     import uvicorn
 
     from lectern.app import create_app

@@ -87,11 +87,13 @@ class StreamSession:
         self._handle = handle
         self._inbox: collections.deque[bytes | CommitIn | _End] = collections.deque()
         self._inbox_ready = asyncio.Event()
-        self._queued_bytes = 0
-        self._received_seconds = 0.0  # audio received from the client
-        self._commit_mark = 0.0  # stream position of the newest commit, executed or queued
-        self._processed_samples = 0  # 16 kHz samples the recognizer has consumed: the audio clock
-        self._segment_start = 0.0
+        # The audio clock counts the client's bytes: integers, so limits hold exactly at their edge.
+        fmt = config.audio_format
+        self._bytes_per_second = fmt.sample_rate * fmt.bytes_per_sample
+        self._received_bytes = 0
+        self._processed_bytes = 0  # what the recognizer has consumed
+        self._commit_mark = 0  # stream position (bytes) of the newest commit, executed or queued
+        self._segment_start = 0  # stream position (bytes) where the current segment began
         self._segment_count = 0
         self._words_count = 0
         self._last_partial = ""
@@ -160,8 +162,11 @@ class StreamSession:
             async with asyncio.timeout(self._settings.session_time_limit_seconds):
                 async with asyncio.TaskGroup() as tasks:
                     tasks.create_task(self._process())
-                    normal = await self._receive(client_events)
-            if not normal:
+                    ending = await self._receive(client_events)
+            # The processor has drained everything accepted before the client's close or error.
+            if isinstance(ending, StreamError):
+                error = ending
+            elif not ending.normal:
                 state = rows.CANCELLED
         except* StreamError as group:
             error = group.exceptions[0]  # type: ignore[assignment]
@@ -189,7 +194,7 @@ class StreamSession:
         await self._end(state, reason)
 
     async def _salvage(self) -> None:
-        """After a client-side error, still commit what was recognized: nothing heard is lost."""
+        """When the time limit cuts processing short, still commit what was recognized."""
         with contextlib.suppress(Exception):
             await self._commit(final=True)
 
@@ -213,7 +218,17 @@ class StreamSession:
 
     # -- input -------------------------------------------------------------------------------
 
-    async def _receive(self, client_events: AsyncIterator[ClientEvent]) -> bool:
+    async def _receive(self, client_events: AsyncIterator[ClientEvent]) -> ClientClosed | StreamError:
+        """Accept client events until the client closes or errs. Either way everything accepted
+        before is still processed and committed: the end marker follows it in the inbox."""
+        try:
+            ending: ClientClosed | StreamError = await self._accept_all(client_events)
+        except StreamError as error:
+            ending = error
+        self._enqueue(_End())
+        return ending
+
+    async def _accept_all(self, client_events: AsyncIterator[ClientEvent]) -> ClientClosed:
         idle = self._settings.idle_timeout_seconds
         iterator = aiter(client_events)
         while True:
@@ -226,8 +241,7 @@ class StreamSession:
             except StopAsyncIteration:
                 event = ClientClosed(normal=False)
             if isinstance(event, ClientClosed):
-                self._enqueue(_End())
-                return event.normal
+                return event
             if isinstance(event, AudioIn):
                 self._accept_audio(event.data)
             else:
@@ -246,26 +260,25 @@ class StreamSession:
             fmt.check_chunk(data)
         except ValueError as exc:
             raise StreamError(ErrorKind.INPUT, str(exc)) from None
-        backlog = fmt.seconds(self._queued_bytes + len(data))
-        if backlog > self._settings.max_buffered_audio_seconds:
+        backlog = self._received_bytes + len(data) - self._processed_bytes
+        if backlog > self._settings.max_buffered_audio_seconds * self._bytes_per_second:
             raise StreamError(
                 ErrorKind.QUEUE_OVERFLOW,
                 f"Audio is arriving faster than it can be processed: more than "
                 f"{self._settings.max_buffered_audio_seconds:g} seconds are waiting.",
             )
-        self._queued_bytes += len(data)
-        self._received_seconds += fmt.seconds(len(data))
+        self._received_bytes += len(data)
         self._enqueue(data)
 
     def _accept_commit(self) -> None:
-        uncommitted = self._received_seconds - self._commit_mark
-        if uncommitted < self._settings.min_commit_seconds:
+        uncommitted = self._received_bytes - self._commit_mark
+        if uncommitted < self._settings.min_commit_seconds * self._bytes_per_second - 1e-6:
             raise StreamError(
                 ErrorKind.COMMIT_THROTTLED,
-                f"Commit request ignored: only {uncommitted:.2f}s of uncommitted audio. You need at least "
-                f"{self._settings.min_commit_seconds:g}s of uncommitted audio before committing.",
+                f"Commit request ignored: only {self._seconds(uncommitted):.2f}s of uncommitted audio. You need "
+                f"at least {self._settings.min_commit_seconds:g}s of uncommitted audio before committing.",
             )
-        self._commit_mark = self._received_seconds
+        self._commit_mark = self._received_bytes
         self._enqueue(_COMMIT)
 
     def _enqueue(self, item: bytes | CommitIn | _End) -> None:
@@ -301,8 +314,7 @@ class StreamSession:
 
     async def _feed(self, data: bytes, last: bool = False) -> None:
         result = await (self._handle.drain() if last else self._handle.feed(data))
-        self._queued_bytes -= len(data)
-        self._processed_samples += round(self.config.audio_format.seconds(len(data)) * ENGINE_RATE)
+        self._processed_bytes += len(data)
         if self._recording:
             self._recording.write(result.pcm if result.pcm is not None else data)
         if result.partial != self._last_partial:
@@ -311,12 +323,12 @@ class StreamSession:
             self._outbox.partial(result.partial)
         if self._endpointer is not None and self._endpointer.update(result.vad):
             await self._commit()
-        elif self._position() - self._segment_start >= self._settings.auto_commit_seconds:
+        elif self._processed_bytes - self._segment_start >= self._settings.auto_commit_seconds * self._bytes_per_second:
             await self._commit()
 
     async def _commit(self, final: bool = False) -> None:
         """Make the committed transcript of the audio since the last commit; store, then send it."""
-        position = self._position()
+        position = self._processed_bytes
         if final and position <= self._segment_start:
             return
         words = await self._handle.finish()
@@ -327,8 +339,8 @@ class StreamSession:
             index=self._segment_count if text else None,
             text=text,
             words=tuple(words),
-            start=words[0].start if words else round(self._segment_start, 3),
-            end=round(max(position, words[-1].end if words else 0.0), 3),
+            start=words[0].start if words else round(self._seconds(self._segment_start), 3),
+            end=round(max(self._seconds(position), words[-1].end if words else 0.0), 3),
             language_code=self.config.language_code,
         )
         if text:
@@ -354,11 +366,11 @@ class StreamSession:
 
     # -- clock and lease ---------------------------------------------------------------------
 
-    def _position(self) -> float:
-        return self._processed_samples / ENGINE_RATE
+    def _seconds(self, nbytes: int) -> float:
+        return nbytes / self._bytes_per_second
 
     def _duration_ms(self) -> int:
-        return self._processed_samples * 1000 // ENGINE_RATE
+        return self._processed_bytes * 1000 // self._bytes_per_second
 
     async def _renew_lease(self) -> None:
         while True:

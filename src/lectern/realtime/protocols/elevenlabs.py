@@ -336,5 +336,5 @@ async def _close(websocket: WebSocket, reason: str) -> None:
     if websocket.application_state == WebSocketState.CONNECTED and websocket.client_state == WebSocketState.CONNECTED:
         try:
             await websocket.close(1000, reason)
-        except RuntimeError:
+        except (RuntimeError, WebSocketDisconnect):  # the client closed first
             pass

@@ -152,6 +152,7 @@ class RecognizerPool:
         asyncio.get_running_loop().create_task(self._replace(w))
 
     async def _replace(self, dead: _Worker) -> None:
+        await asyncio.to_thread(dead.process.join, 5)  # reap it
         replacement = await self._spawn(dead.index)
         self._workers[self._workers.index(dead)] = replacement
 
