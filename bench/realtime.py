@@ -152,15 +152,16 @@ class Server:
         except OSError:
             return False
 
-    def cpu_seconds(self) -> float:
-        """user+system of the server and all its descendants (engine workers, resource tracker)."""
-        root, total = psutil.Process(self.proc.pid), 0.0
-        for p in [root, *root.children(recursive=True)]:
+    def cpu_seconds(self) -> tuple[float, float]:
+        """user+system of the server process, and of all its descendants (engine workers)."""
+        root = psutil.Process(self.proc.pid)
+        main, children = sum(root.cpu_times()[:2]), 0.0
+        for p in root.children(recursive=True):
             try:
-                total += sum(p.cpu_times()[:2])
+                children += sum(p.cpu_times()[:2])
             except psutil.NoSuchProcess:
                 pass
-        return total
+        return main, children
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -257,9 +258,11 @@ async def run_level(server: Server, n: int, rounds: int, fixtures: list[Fixture]
     url = (f"ws://127.0.0.1:{server.port}/v1/speech-to-text/realtime"
            "?model_id=scribe_v2_realtime&audio_format=pcm_16000&commit_strategy=manual")
     plans = [plan_for(i, rounds, fixtures) for i in range(n)]
-    cpu0, client0, box0, wall0 = server.cpu_seconds(), time.process_time(), busy_cpu_seconds(), time.monotonic()
+    (main0, workers0), client0, box0, wall0 = server.cpu_seconds(), time.process_time(), busy_cpu_seconds(), time.monotonic()
     results = await asyncio.gather(*(run_client(url, server.key, plan, rng.random(), 15.0) for plan in plans))
-    cpu, client_cpu = server.cpu_seconds() - cpu0, time.process_time() - client0
+    main1, workers1 = server.cpu_seconds()
+    main_cpu, workers_cpu = main1 - main0, workers1 - workers0
+    cpu, client_cpu = main_cpu + workers_cpu, time.process_time() - client0
     box, wall = busy_cpu_seconds() - box0, time.monotonic() - wall0
     utts = [u for r in results for u in r.utterances]
     done = [u for u in utts if u.committed is not None]
@@ -278,6 +281,7 @@ async def run_level(server: Server, n: int, rounds: int, fixtures: list[Fixture]
         "errors": len(errors), "error_samples": sorted(set(errors))[:10],
         "wer": wer([(u.fixture.text, u.text) for u in done]),
         "server_cpu_seconds": round(cpu, 3), "server_cpu_per_audio_second": cpu / audio,
+        "server_main_cpu_per_audio_second": main_cpu / audio, "workers_cpu_per_audio_second": workers_cpu / audio,
         "client_cpu_seconds": round(client_cpu, 3),
         "other_cpu_cores": round(max(0.0, box - cpu - client_cpu) / wall, 2),  # load from other processes
     }
@@ -380,6 +384,8 @@ def report(levels: list[dict], cpu: dict, best: int | None) -> str:
     k = cpu["streams_per_process"]
     lines.append(f"  CPU s per audio s @ {cpu['streams']} streams{'':17} server / it")
     lines.append(f"    server{'':34} {cpu['server_cpu_per_audio_second']:.4f}")
+    lines.append(f"      of which the server process{'':13} {cpu['server_main_cpu_per_audio_second']:.4f}")
+    lines.append(f"      of which the engine workers{'':13} {cpu['workers_cpu_per_audio_second']:.4f}")
     for key, label in (("raw", "raw engine, serial (the reference)"),
                        ("raw_interleaved", f"raw engine, {k} interleaved"),
                        ("pipeline_interleaved", f"engine+VAD pipeline, {k} interleaved"),
@@ -399,16 +405,23 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1, help="seed of the start staggering")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "realtime.json")
     parser.add_argument("--smoke", action="store_true", help="tiny run for CI: 2 streams, 1 round")
+    parser.add_argument("--cold", action="store_true", help="no warm-up: include first-use decoder loads")
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # progress shows at once, even through a pipe
     if args.smoke:
-        args.streams, args.rounds = [2], 1
+        args.streams, args.rounds, args.cold = [2], 1, True
     per_worker = max(args.streams_per_worker, math.ceil(max(args.streams) / args.workers))
     fixtures, rng = load_fixtures(), random.Random(args.seed)
 
     print(f"server: {args.workers} engine worker(s) x {per_worker} streams; {args.rounds} utterances per stream")
     server, levels = Server(args.workers, per_worker), []
     try:
+        if not args.cold:
+            # A server loads a decoder (0.18 s of CPU, ~90 MB) the first time a worker slot is used
+            # and keeps it for later streams; measure that steady state, not the first start.
+            print(f"  warm-up: {max(args.streams)} streams, 1 utterance each (not measured)")
+            asyncio.run(run_level(server, max(args.streams), 1, fixtures, rng))
+            time.sleep(1.0)
         for n in args.streams:
             levels.append(level := asyncio.run(run_level(server, n, args.rounds, fixtures, rng)))
             print(f"  {n:>3} streams: commit p95 {fmt(level['commit_ms']['p95'])} ms, errors {level['errors']}"
@@ -423,6 +436,8 @@ def main() -> int:
     base = engine_baseline(plans, math.ceil(ref["streams"] / args.workers))
     server_cpu = ref["server_cpu_per_audio_second"]
     cpu = {"streams": ref["streams"], **base, "server_cpu_per_audio_second": server_cpu, "server_wer": ref["wer"],
+           "server_main_cpu_per_audio_second": ref["server_main_cpu_per_audio_second"],
+           "workers_cpu_per_audio_second": ref["workers_cpu_per_audio_second"],
            **{f"ratio_vs_{k}": server_cpu / base[f"{k}_cpu_per_audio_second"]
               for k in ("raw", "raw_interleaved", "pipeline_interleaved", "raw_paced")}}
     best = max((v["streams"] for v in levels if v["sustained"]), default=None)

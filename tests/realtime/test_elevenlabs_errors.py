@@ -9,15 +9,12 @@ whose reason is the error type (empty for ``auth_error``); nothing follows the e
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import json
 import os
-import re
 import secrets
 import signal
 import time
-import urllib.parse
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -25,29 +22,40 @@ import httpx
 import psutil
 import pytest
 from sqlalchemy import func, select, update
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import LecternServer, Speech, load_speech, word_error_rate
+from tests.realtime.scribe_wire import (
+    CHUNK,
+    COMMIT,
+    MODEL,
+    RESULT_TYPES,
+    assert_failed,
+    expect_close,
+    expect_error,
+    expect_started,
+    final_row,
+    frame,
+    key_for,
+    next_committed,
+    open_ws,
+    q,
+    recv_json,
+    send_audio,
+)
 from lectern.store.models import ApiKey, StreamSessionRow, utcnow
 
-PATH = "/v1/speech-to-text/realtime"
-MODEL = "model_id=scribe_v2_realtime"
-TIMEOUT = 15.0  # waiting for one expected message or close
-OPEN_TIMEOUT = 5.0  # the opening handshake, on loopback
-RESULT_TYPES = ("partial_transcript", "committed_transcript", "committed_transcript_with_timestamps")
 SCOPE = "speech:sessions:write"
 
 FOX = load_speech("fox")
 WEATHER = load_speech("weather")
 BYTES_PER_SECOND = 32000  # pcm_16000
-CHUNK = 3200  # 100 ms
 
 
 # -- servers and their logs ---------------------------------------------------------------------
 
 _watched: list[LecternServer] = []
-_keys: dict[int, str] = {}
 
 
 def _watch(srv: LecternServer) -> LecternServer:
@@ -59,12 +67,6 @@ def _watch(srv: LecternServer) -> LecternServer:
 def _log(srv: LecternServer) -> bytes:
     path = srv.data_dir / "server.log"
     return path.read_bytes() if path.exists() else b""
-
-
-def key_for(srv: LecternServer) -> str:
-    if id(srv) not in _keys:
-        _keys[id(srv)] = srv.create_key("acme", "alice")
-    return _keys[id(srv)]
 
 
 @pytest.fixture(autouse=True)
@@ -114,112 +116,6 @@ def idle_server(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     yield from _module_server(backend, tmp_path_factory, idle_timeout_seconds=1)
 
 
-# -- wire helpers -------------------------------------------------------------------------------
-
-
-def open_ws(srv: LecternServer, query: str | None = MODEL, key: str | None = "default") -> Any:
-    """``connect()`` to the realtime endpoint; ``key=None`` sends no ``xi-api-key`` header."""
-    headers = {} if key is None else {"xi-api-key": key_for(srv) if key == "default" else key}
-    url = f"{srv.ws_url}{PATH}" + (f"?{query}" if query else "")
-    return connect(url, additional_headers=headers, open_timeout=OPEN_TIMEOUT, max_size=None)
-
-
-def frame(pcm: bytes = b"", *, commit: bool = False, sample_rate: int | None = 16000, **extra: Any) -> str:
-    message: dict[str, Any] = {
-        "message_type": "input_audio_chunk",
-        "audio_base_64": base64.b64encode(pcm).decode(),
-        "commit": commit,
-    }
-    if sample_rate is not None:
-        message["sample_rate"] = sample_rate
-    message.update(extra)
-    return json.dumps(message)
-
-
-COMMIT = frame(commit=True)  # exactly what the SDKs send for commit()
-
-
-async def recv_json(ws: ClientConnection, timeout: float = TIMEOUT) -> dict[str, Any]:
-    raw = await asyncio.wait_for(ws.recv(), timeout)
-    assert isinstance(raw, str), f"the server sent a binary frame: {raw!r}"
-    message = json.loads(raw)
-    assert isinstance(message, dict) and isinstance(message.get("message_type"), str), message
-    return message
-
-
-async def expect_started(ws: ClientConnection) -> dict[str, Any]:
-    message = await recv_json(ws)
-    assert message["message_type"] == "session_started", message
-    assert re.fullmatch(r"[0-9a-f]{32}", message["session_id"]), message
-    return message
-
-
-async def expect_close(ws: ClientConnection, reason: str | None, timeout: float = TIMEOUT) -> None:
-    """The server closes with 1000 (and ``reason`` unless None) and sends nothing more first."""
-    try:
-        extra = await asyncio.wait_for(ws.recv(), timeout)
-    except ConnectionClosed as closed:
-        assert closed.rcvd is not None, f"the connection dropped without a close frame: {closed!r}"
-        assert closed.rcvd.code == 1000, closed
-        if reason is not None:
-            assert closed.rcvd.reason == reason, closed
-        assert ws.close_code == 1000
-        return
-    pytest.fail(f"expected the server to close the socket, got {extra!r}")
-
-
-async def expect_error(
-    ws: ClientConnection, message_type: str, *, results_first: bool = True
-) -> tuple[str, list[dict[str, Any]]]:
-    """The error message (exact shape), then the close. Returns its text and the results before it.
-
-    ``results_first``: transcripts may precede the error (an error during a stream still commits
-    what was heard); False when the error must be the very first message.
-    """
-    results: list[dict[str, Any]] = []
-    while True:
-        message = await recv_json(ws)
-        if results_first and message["message_type"] in RESULT_TYPES:
-            results.append(message)
-            continue
-        break
-    assert message["message_type"] == message_type, message
-    assert set(message) == {"message_type", "error"}, message
-    assert isinstance(message["error"], str) and message["error"].strip(), message
-    await expect_close(ws, "" if message_type == "auth_error" else message_type)
-    return message["error"], results
-
-
-async def send_audio(ws: ClientConnection, pcm: bytes, chunk: int = CHUNK, pace: float = 0.0, **extra: Any) -> None:
-    for i in range(0, len(pcm), chunk):
-        await ws.send(frame(pcm[i : i + chunk], **extra))
-        if pace:
-            await asyncio.sleep(pace)
-
-
-async def next_committed(ws: ClientConnection) -> str:
-    """The text of the next committed_transcript; fails on any error message."""
-    while True:
-        message = await recv_json(ws)
-        assert "error" not in message, message
-        if message["message_type"] == "committed_transcript":
-            return message["text"]
-
-
-async def final_row(srv: LecternServer, session_id: str, states: tuple[str, ...]) -> dict[str, Any]:
-    row = await asyncio.to_thread(srv.wait_session_state, session_id, states, 15.0)
-    assert row["state"] in states, row
-    return row
-
-
-async def assert_failed(srv: LecternServer, session_id: str, error: str) -> dict[str, Any]:
-    """The row ended FAILED, and its failure_reason records what the client was told."""
-    row = await final_row(srv, session_id, ("FAILED",))
-    assert row["failure_reason"] and error in row["failure_reason"], row
-    assert row["end_time"] is not None and row["lease_expires_at"] is None, row
-    return row
-
-
 def assert_fox(text: str) -> None:
     assert word_error_rate(FOX.text, text) <= 0.2, text
     assert {"quick", "brown", "fox", "lazy", "dog"} <= set(text.split()), text
@@ -233,10 +129,6 @@ def metadata_of(size: int, filler: str = "x") -> str:
     value = head + filler * (room // width) + "y" * (room % width) + tail
     assert len(value.encode()) == size
     return value
-
-
-def q(**params: Any) -> str:
-    return MODEL + "&" + urllib.parse.urlencode(params, doseq=True, quote_via=urllib.parse.quote)
 
 
 def session_count(srv: LecternServer) -> int:
@@ -817,9 +709,9 @@ async def test_concurrent_streams_do_not_mix(server: LecternServer) -> None:
                 texts.append(await next_committed(ws))
         return sid, texts
 
-    results = await asyncio.gather(*(run(k, s) for k, s in zip(keys, speeches)))
+    results = await asyncio.gather(*(run(k, s) for k, s in zip(keys, speeches, strict=True)))
     words = [set(s.text.split()) for s in speeches]
-    for (sid, texts), speech, own, other in zip(results, speeches, words, reversed(words)):
+    for (sid, texts), speech, own, other in zip(results, speeches, words, reversed(words), strict=True):
         for text in texts:
             assert word_error_rate(speech.text, text) <= 0.2, (speech.name, text)
             assert not set(text.split()) & (other - own), (speech.name, text)

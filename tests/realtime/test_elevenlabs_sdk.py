@@ -258,7 +258,7 @@ async def test_timestamps_follow_the_committed_transcript_and_are_stream_global(
     # Same audio again: each word is shifted by the first fox's duration. Not to the frame: the
     # decoder places a boundary next to silence a few frames differently from one utterance to the next.
     if first == second:
-        for a, b in zip(words_first, words_second):
+        for a, b in zip(words_first, words_second, strict=True):
             assert abs(b["start"] - a["start"] - FOX.seconds) <= 0.1, (a, b)
 
 
@@ -315,7 +315,7 @@ async def test_vad_commits_each_sentence_without_client_commits(server, api_key)
         session_id = await s.session_id()
     assert config["vad_commit_strategy"] is True and config["commit_strategy"] == "vad"
     assert config["vad_silence_threshold_secs"] == 0.5
-    for expected, text in zip(sentences, texts):
+    for expected, text in zip(sentences, texts, strict=True):
         assert word_error_rate(expected, text) <= 0.25, (expected, text)
 
     # The second commit came at the pause after the second sentence, not at the end of the audio.
@@ -521,7 +521,7 @@ async def test_faster_than_real_time_sender_loses_nothing(server, api_key):
         session_id = await s.session_id()
     total_seconds = sum(sp.seconds for sp in speeches)
     assert sent_in < total_seconds / 2  # really faster than real time
-    for speech, text in zip(speeches, texts):
+    for speech, text in zip(speeches, texts, strict=True):
         assert word_error_rate(speech.text, text) <= 0.2, (speech.text, text)
     assert not s.events.of("error") and not s.events.of("queue_overflow")
     row = await finished_row(server, session_id)

@@ -23,8 +23,12 @@ SETTLE_SILENCE_SECONDS = 0.3
 SPEECH_PROBABILITY = 0.5
 SILENCE_PROBABILITY = 0.35
 # Audio where the VAD hears no speech is not decoded at all (pocketsphinx even finds words in
-# digital silence); the last PREROLL_SECONDS before speech is kept so no onset is clipped.
-PREROLL_SECONDS = 0.3
+# digital silence, and silence costs it as much CPU as speech). The last PREROLL_SECONDS before
+# speech is kept and decoded with it, so no onset is clipped; after speech, HANGOVER_SECONDS of
+# silence are decoded to close the last word, and further silence waits (fed if speech resumes
+# before the utterance settles, so the recognizer's timeline never has a gap).
+PREROLL_SECONDS = 0.2
+HANGOVER_SECONDS = 0.15
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,8 +52,8 @@ class StreamPipeline:
         self._vad = SileroVad(vad_model)
         self._recognizer = recognizer
         self._samples = 0  # 16 kHz samples received since the stream began: the clock
-        self._preroll: collections.deque[np.ndarray] = collections.deque()
-        self._preroll_samples = 0
+        self._held: collections.deque[np.ndarray] = collections.deque()  # audio not yet decoded
+        self._held_samples = 0
         self._in_utterance = False  # speech was heard and the recognizer is being fed
         self._utterance_start = 0
         self._silent_windows = 0
@@ -59,21 +63,25 @@ class StreamPipeline:
         """Process a chunk; ``last`` flushes the resampler's tail at the end of the stream."""
         pcm = self._converter.convert(data, last=last)
         probabilities = self._vad.process(pcm)
-        if self._in_utterance:
-            self._recognizer.feed(pcm.tobytes())
-        elif any(p >= SPEECH_PROBABILITY for p in probabilities):
-            self._begin_utterance(pcm)
+        heard_speech = any(p >= SPEECH_PROBABILITY for p in probabilities)
+        if not self._in_utterance:
+            if heard_speech:
+                self._begin_utterance(pcm)
+            else:
+                self._hold(pcm, trim=True)
         else:
-            self._hold(pcm)
-        self._samples += len(pcm)
-        if self._in_utterance:
             for p in probabilities:
                 if p >= SPEECH_PROBABILITY:
                     self._silent_windows = 0
                 elif p < SILENCE_PROBABILITY:
                     self._silent_windows += 1
+            if heard_speech or self._silent_windows * WINDOW_SECONDS < HANGOVER_SECONDS:
+                self._recognizer.feed(self._take_held() + pcm.tobytes())
+            else:
+                self._hold(pcm, trim=False)
             if self._silent_windows * WINDOW_SECONDS >= SETTLE_SILENCE_SECONDS:
                 self._settle()
+        self._samples += len(pcm)
         texts = [w.text for w in self._settled]
         if self._in_utterance:
             texts.append(self._recognizer.partial())
@@ -92,19 +100,25 @@ class StreamPipeline:
     def close(self) -> None:
         self._recognizer.close()
 
-    def _hold(self, pcm: np.ndarray) -> None:
-        self._preroll.append(pcm)
-        self._preroll_samples += len(pcm)
+    def _hold(self, pcm: np.ndarray, trim: bool) -> None:
+        self._held.append(pcm)
+        self._held_samples += len(pcm)
+        if not trim:  # inside an utterance nothing may be dropped: word times depend on it
+            return
         limit = int(PREROLL_SECONDS * ENGINE_RATE)
-        while self._preroll and self._preroll_samples - len(self._preroll[0]) >= limit:
-            self._preroll_samples -= len(self._preroll.popleft())
+        while self._held and self._held_samples - len(self._held[0]) >= limit:
+            self._held_samples -= len(self._held.popleft())
+
+    def _take_held(self) -> bytes:
+        audio = b"".join(p.tobytes() for p in self._held)
+        self._held.clear()
+        self._held_samples = 0
+        return audio
 
     def _begin_utterance(self, pcm: np.ndarray) -> None:
-        self._utterance_start = self._samples - self._preroll_samples
+        self._utterance_start = self._samples - self._held_samples
         self._recognizer.start()
-        self._recognizer.feed(b"".join(p.tobytes() for p in self._preroll) + pcm.tobytes())
-        self._preroll.clear()
-        self._preroll_samples = 0
+        self._recognizer.feed(self._take_held() + pcm.tobytes())
         self._in_utterance = True
         self._silent_windows = 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import signal
 from multiprocessing.connection import Connection
 from typing import Any
@@ -49,20 +50,55 @@ def serve(conn: Connection, engine_name: str, max_streams: int) -> None:
         raise ValueError(f"unknown op {op!r}")
 
     conn.send(("ready", None, None))
+    requests = RequestQueue()
     while True:
-        if not conn.poll(IDLE_POLL_SECONDS):
+        if not requests and not conn.poll(IDLE_POLL_SECONDS):
             engine.idle()
             continue
         try:
-            message = conn.recv()
+            while conn.poll(0):  # take everything waiting, so commits can go first
+                message = conn.recv()
+                if message is None:
+                    return
+                requests.add(message)
         except EOFError:
             return
-        if message is None:
-            return
-        request_id, op, stream_id, arg = message
+        request_id, op, stream_id, arg = requests.next()
         try:
             result = handle(op, stream_id, arg)
         except Exception as exc:  # reported to the one stream that caused it, the worker lives on
             conn.send((request_id, False, f"{type(exc).__name__}: {exc}"))
         else:
             conn.send((request_id, True, result))
+
+
+class RequestQueue:
+    """Requests in arrival order, except that a stream waiting for a commit goes first.
+
+    A commit's client is waiting for its transcript, while other streams' audio only updates
+    partials; so the stream with the oldest pending ``finish`` is served first (its own requests
+    still in order), and the rest follow in arrival order.
+    """
+
+    def __init__(self) -> None:
+        self._pending: collections.deque[tuple[int, str, int, Any]] = collections.deque()
+        self._commits: collections.deque[int] = collections.deque()  # streams, oldest commit first
+
+    def __bool__(self) -> bool:
+        return bool(self._pending)
+
+    def add(self, message: tuple[int, str, int, Any]) -> None:
+        self._pending.append(message)
+        if message[1] == "finish":
+            self._commits.append(message[2])
+
+    def next(self) -> tuple[int, str, int, Any]:
+        if self._commits:
+            stream_id = self._commits[0]
+            for index, message in enumerate(self._pending):
+                if message[2] == stream_id:
+                    del self._pending[index]
+                    if message[1] == "finish":
+                        self._commits.popleft()
+                    return message
+        return self._pending.popleft()
