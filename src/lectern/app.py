@@ -9,9 +9,10 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
-from lectern.api import health, tokens
+from lectern.api import errors, health, streams, tokens
+from lectern.auth.jwt import JwtVerifier
 from lectern.realtime.protocols import elevenlabs
-from lectern.realtime.session import StreamServices
+from lectern.services import Services
 from lectern.settings import Settings
 from lectern.speech.engines.pool import RecognizerPool
 from lectern.store import migrate
@@ -21,7 +22,7 @@ from lectern.store.db import create_db_engine, session_factory
 log = logging.getLogger(__name__)
 
 
-async def _sweep_lapsed_leases(services: StreamServices) -> None:
+async def _sweep_lapsed_leases(services: Services) -> None:
     while True:
         try:
             failed = await session_rows.fail_lapsed(services.db)
@@ -40,7 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await asyncio.to_thread(migrate.upgrade, settings.resolved_database_url)
         engine = create_db_engine(settings.resolved_database_url)
         pool = RecognizerPool(settings.engine_workers, settings.streams_per_worker)
-        services = StreamServices(settings=settings, db=session_factory(engine), pool=pool)
+        services = Services(settings=settings, db=session_factory(engine), pool=pool, jwt=JwtVerifier(settings))
         app.state.services = services
         background = [
             asyncio.create_task(pool.start(), name="pool-start"),
@@ -60,7 +61,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Self-hosted speech services",
         lifespan=lifespan,
     )
+    errors.install(app)
     app.include_router(health.router)
     app.include_router(tokens.router)
+    app.include_router(streams.router)
     app.add_api_websocket_route("/v1/speech-to-text/realtime", elevenlabs.realtime_endpoint)
     return app

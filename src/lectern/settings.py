@@ -43,7 +43,21 @@ class Settings(BaseSettings):
     sweep_interval_seconds: float = Field(default=5.0, gt=0)
 
     single_use_token_ttl_seconds: int = Field(default=900, gt=0)
+    recording_download_bytes_per_second: int = Field(
+        default=1 << 20, ge=0, description="bandwidth of one recording download; 0 for unlimited"
+    )
     create_dev_key: bool = Field(default=True, description="print a development key when none exists")
+
+    # JWT bearer tokens from an external identity provider. Configuring any key source enables
+    # them; the key source, never the token header, decides the accepted algorithm.
+    jwt_secret: str | None = Field(default=None, description="HS256 shared secret")
+    jwt_public_key: str | None = Field(default=None, description="PEM RSA or EC P-256 public key (RS256/ES256)")
+    jwt_jwks_url: str | None = Field(default=None, description="JWKS endpoint with RS256/ES256 keys")
+    jwt_issuer: str | None = Field(default=None, description="required `iss` when set")
+    jwt_audience: str | None = Field(default=None, description="required `aud` when set")
+    jwt_tenant_claim: str = "tenant"
+    jwt_leeway_seconds: float = Field(default=30.0, ge=0, description="clock skew allowed on exp/nbf/iat")
+    jwks_cache_seconds: float = Field(default=300.0, gt=0)
 
     @property
     def recordings_dir(self) -> Path:

@@ -13,7 +13,6 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 
 from lectern.auth.principal import Principal
 from lectern.realtime.config import ClientInfo, StreamConfig
@@ -22,7 +21,7 @@ from lectern.realtime.errors import ErrorKind, StreamError
 from lectern.realtime.outbox import Outbox, StreamEvents
 from lectern.realtime.recording import RecordingWriter
 from lectern.realtime.segment import Segment
-from lectern.settings import Settings
+from lectern.services import Services
 from lectern.speech.audio import ENGINE_RATE
 from lectern.speech.engines.pool import EngineFailure, PoolExhausted, RecognizerPool, StreamHandle
 from lectern.speech.pipeline import StreamSpec
@@ -57,17 +56,6 @@ class ClientClosed:
 ClientEvent = AudioIn | CommitIn | ClientClosed
 
 
-@dataclass(frozen=True, slots=True)
-class StreamServices:
-    settings: Settings
-    db: rows.Sessions
-    pool: RecognizerPool
-
-    @property
-    def recordings_dir(self) -> Path:
-        return self.settings.recordings_dir
-
-
 class _End:
     pass
 
@@ -77,7 +65,7 @@ _COMMIT = CommitIn()
 
 class StreamSession:
     def __init__(
-        self, services: StreamServices, config: StreamConfig, principal: Principal, handle: StreamHandle
+        self, services: Services, config: StreamConfig, principal: Principal, handle: StreamHandle
     ) -> None:
         self.id = uuid.uuid4()
         self.config = config
@@ -105,7 +93,7 @@ class StreamSession:
 
     @classmethod
     async def open(
-        cls, services: StreamServices, config: StreamConfig, principal: Principal, client: ClientInfo
+        cls, services: Services, config: StreamConfig, principal: Principal, client: ClientInfo
     ) -> "StreamSession":
         """Create the session row, reserve a recognizer and go ACTIVE, or raise StreamError."""
         spec = StreamSpec(

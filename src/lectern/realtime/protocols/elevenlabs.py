@@ -24,7 +24,8 @@ from lectern.realtime.config import ClientInfo, StreamConfig, VadSettings
 from lectern.realtime.errors import ErrorKind, StreamError
 from lectern.realtime.protocols.params import ParamError, QueryParams
 from lectern.realtime.segment import Segment
-from lectern.realtime.session import AudioIn, ClientClosed, ClientEvent, CommitIn, StreamServices, StreamSession
+from lectern.realtime.session import AudioIn, ClientClosed, ClientEvent, CommitIn, StreamSession
+from lectern.services import Services
 from lectern.speech.audio import AudioFormat
 from lectern.speech.models import resolve_model, serves_language
 
@@ -153,7 +154,7 @@ def parse_request(params: QueryParams, max_metadata_bytes: int) -> tuple[StreamC
     return config, ScribeOptions(include_timestamps, include_language_detection, tuple(warnings))
 
 
-async def authenticate(services: StreamServices, websocket: WebSocket) -> Principal:
+async def authenticate(services: Services, websocket: WebSocket) -> Principal:
     token = websocket.query_params.get("token")
     try:
         async with services.db() as db:
@@ -290,7 +291,7 @@ def _parse_chunk(text: str, fmt: AudioFormat, max_chunk_bytes: int, first: bool)
 
 
 async def realtime_endpoint(websocket: WebSocket) -> None:
-    services: StreamServices = websocket.app.state.services
+    services: Services = websocket.app.state.services
     await websocket.accept()
     options = ScribeOptions(False, False, ())
     events = ScribeEvents(websocket, options)
