@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -10,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 log = logging.getLogger(__name__)
 
@@ -30,17 +32,58 @@ class Problem(BaseModel):
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI entries for error statuses an operation can answer."""
-    return {s: {"model": Problem, "description": _TITLES.get(s, "Error"), "content": {PROBLEM_JSON: {}}}
-            for s in statuses}
+    """OpenAPI entries for error statuses an operation can answer (moved to problem+json by
+    ``_problem_openapi``: FastAPI files a response model under application/json)."""
+    return {s: {"model": Problem, "description": _TITLES.get(s, "Error")} for s in statuses}
+
+
+def _problem_openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    """The document as the server behaves: error bodies are problem+json, and a request that
+    fails validation is 400 (declared per operation), never FastAPI's default 422."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        document = generate()
+        for path in document.get("paths", {}).values():
+            for operation in path.values():
+                responses = operation.get("responses", {})
+                default_422 = responses.get("422", {}).get("content", {}).get("application/json", {})
+                if default_422.get("schema", {}).get("$ref", "").endswith("/HTTPValidationError"):
+                    del responses["422"]
+                for status, response in responses.items():
+                    content = response.get("content", {})
+                    if status[0] in "45" and "application/json" in content and "$ref" in str(content):
+                        if content["application/json"]["schema"].get("$ref", "").endswith("/Problem"):
+                            content[PROBLEM_JSON] = content.pop("application/json")
+        document.get("components", {}).get("schemas", {}).pop("HTTPValidationError", None)
+        document.get("components", {}).get("schemas", {}).pop("ValidationError", None)
+        app.openapi_schema = document
+        return document
+
+    return openapi
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route serves at this path (Starlette names only the first route's)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        if match is not Match.NONE and getattr(route, "methods", None):
+            methods |= set(route.methods)
+    return ", ".join(sorted(methods))
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, detail: str, parameter: str | None = None) -> None:
+    def __init__(
+        self, status: int, detail: str, parameter: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.detail = detail
         self.parameter = parameter
+        self.headers = headers
 
 
 def problem(status: int, detail: str, parameter: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -59,9 +102,11 @@ def _validation_problem(exc: RequestValidationError) -> JSONResponse:
 
 
 def install(app: FastAPI) -> None:
+    app.openapi = _problem_openapi(app)  # type: ignore[method-assign]
+
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else exc.headers
         return problem(exc.status, exc.detail, exc.parameter, headers)
 
     @app.exception_handler(RequestValidationError)
@@ -69,8 +114,11 @@ def install(app: FastAPI) -> None:
         return _validation_problem(exc)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return problem(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:
+            headers = {**(headers or {}), "Allow": _allowed_methods(request)}
+        return problem(exc.status_code, str(exc.detail), headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

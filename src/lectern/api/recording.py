@@ -32,30 +32,35 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     if not first:  # suffix range: the last N bytes
         length = int(last)
         if length == 0:
-            raise ApiError(416, f"the range {header!r} selects no bytes")
+            raise ApiError(416, f"the range {header!r} selects no bytes", headers={"Content-Range": f"bytes */{size}"})
         return max(size - length, 0), size - 1
     start = int(first)
-    end = min(int(last), size - 1) if last else size - 1
-    if start >= size or end < start:
-        raise ApiError(416, f"the range {header!r} is outside the recording's {size} bytes")
-    return start, end
+    if last and int(last) < start:  # an invalid range-spec: the header is ignored (RFC 9110 14.1.1)
+        return None
+    if start >= size:
+        raise ApiError(416, f"the range {header!r} is outside the recording's {size} bytes",
+                       headers={"Content-Range": f"bytes */{size}"})
+    return start, min(int(last), size - 1) if last else size - 1
 
 
 async def _paced_read(path: Path, start: int, length: int, bytes_per_second: int) -> AsyncIterator[bytes]:
+    # Chunks of a tenth of a second's allowance, each sent only once the limit allows it, so no
+    # download (a small range included) is ever faster than the limit.
+    chunk_size = CHUNK if bytes_per_second <= 0 else max(1024, min(CHUNK, bytes_per_second // 10))
     began = time.monotonic()
     sent = 0
     with path.open("rb") as f:
         f.seek(start)
         while sent < length:
-            chunk = await asyncio.to_thread(f.read, min(CHUNK, length - sent))
+            chunk = await asyncio.to_thread(f.read, min(chunk_size, length - sent))
             if not chunk:
                 return
+            if bytes_per_second > 0:
+                early = (sent + len(chunk)) / bytes_per_second - (time.monotonic() - began)
+                if early > 0:
+                    await asyncio.sleep(early)
             yield chunk
             sent += len(chunk)
-            if bytes_per_second > 0:  # hold the average at the limit, measured from the start
-                ahead = sent / bytes_per_second - (time.monotonic() - began)
-                if ahead > 0:
-                    await asyncio.sleep(ahead)
 
 
 def recording_response(path: Path, range_header: str | None, bytes_per_second: int) -> StreamingResponse:

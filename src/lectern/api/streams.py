@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -29,6 +29,12 @@ from lectern.store.sessions import LIVE_STATES
 router = APIRouter(prefix="/api/v1/speech-services/streams", tags=["Streaming Sessions"])
 
 SORT_PATTERN = r"^(startTime|endTime|durationMilliseconds|wordsCount|segmentCount)(,(asc|desc|ASC|DESC))?$"
+# ISO 8601 date or date-time, as text: pydantic's lax datetime would also take Unix numbers.
+ISO_8601 = (
+    r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])"
+    r"([Tt ]([01]\d|2[0-3]):[0-5]\d(:[0-5]\d(\.\d{1,6})?)?([Zz]|[+-](0\d|1[0-4]):?[0-5]\d)?)?$"
+)
+NO_CONTROL_CHARACTERS = r"^[^\x00-\x1f\x7f]*$"
 
 
 class SessionState(str, enum.Enum):
@@ -120,11 +126,18 @@ def segment_response(row: StreamSegmentRow) -> SpeechServiceSessionSegmentRespon
     )
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    """ISO 8601 without an offset is taken as UTC."""
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=timezone.utc)
+def _instant(value: str | None, parameter: str) -> datetime | None:
+    """An ISO 8601 timestamp in UTC; one without an offset is taken as UTC."""
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("z", "Z"))
+        return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
+    except (ValueError, OverflowError):
+        raise ApiError(400, f"{parameter}: {value!r} is not an ISO 8601 timestamp in range", parameter) from None
+
+
+Timestamp = Annotated[str, Field(pattern=ISO_8601, json_schema_extra={"format": "date-time"})]
 
 
 def _session_id(raw: str) -> uuid.UUID:
@@ -163,17 +176,23 @@ async def list_sessions(
     size: Annotated[int, Query(ge=1, le=100, description="Page size (max 100).")] = 20,
     state: Annotated[SessionState | None, Query(description="Filter by session state.")] = None,
     modelAlias: Annotated[
-        str | None, Query(max_length=200, description="Filter by model alias (partial, case-insensitive).")
+        str | None,
+        Query(max_length=200, pattern=NO_CONTROL_CHARACTERS,
+              description="Filter by model alias (partial, case-insensitive)."),
     ] = None,
-    startedAfter: Annotated[datetime | None, Query(description="Sessions started on or after (ISO 8601).")] = None,
-    startedBefore: Annotated[datetime | None, Query(description="Sessions started on or before (ISO 8601).")] = None,
+    startedAfter: Annotated[
+        Timestamp | None, Query(description="Sessions started on or after this ISO 8601 instant.")
+    ] = None,
+    startedBefore: Annotated[
+        Timestamp | None, Query(description="Sessions started on or before this ISO 8601 instant.")
+    ] = None,
     recordingRequested: Annotated[bool | None, Query(description="Whether recording was requested.")] = None,
     sort: Annotated[
         str,
         Query(
             pattern=SORT_PATTERN,
-            description="Sort field and direction, e.g. `startTime,desc`. Fields: startTime, endTime, "
-            "durationMilliseconds, wordsCount, segmentCount.",
+            description="Sort field and direction, e.g. `startTime,desc` (ascending when no direction is "
+            "given). Fields: startTime, endTime, durationMilliseconds, wordsCount, segmentCount.",
         ),
     ] = "startTime,desc",
 ) -> SpeechServiceSessionsListResponse:
@@ -186,12 +205,12 @@ async def list_sessions(
             user_id=None if caller.has(SESSIONS_ADMIN) else caller.user_id,
             state=state.value if state else None,
             model_alias=modelAlias,
-            started_after=_utc(startedAfter),
-            started_before=_utc(startedBefore),
+            started_after=_instant(startedAfter, "startedAfter"),
+            started_before=_instant(startedBefore, "startedBefore"),
             recording_requested=recordingRequested,
         ),
         sort=field,  # type: ignore[arg-type]
-        descending=(direction or "desc").lower() == "desc",
+        descending=direction.lower() == "desc",
         page=page,
         size=size,
     )
@@ -247,6 +266,9 @@ async def download_recording(
     request: Request,
     caller: Annotated[Principal, Depends(require(SESSIONS_READ))],
     db: Annotated[AsyncSession, Depends(database)],
+    range: Annotated[
+        str | None, Header(description="One byte range, e.g. `bytes=0-32767` or `bytes=-32000`.")
+    ] = None,
 ) -> Response:
     """Raw audio, streamed at the configured bandwidth limit; supports `Range: bytes=...`."""
     session = await _owned_session(db, id, caller)
@@ -255,7 +277,7 @@ async def download_recording(
     if path is None or not path.exists():
         raise ApiError(410, "the recording is no longer in storage")
     settings = services(request).settings
-    return recording_response(path, request.headers.get("range"), settings.recording_download_bytes_per_second)
+    return recording_response(path, range, settings.recording_download_bytes_per_second)
 
 
 @router.delete(
@@ -275,7 +297,7 @@ async def delete_session(
 
 @router.delete(
     "/{id}/recording", summary="Purge Recording", status_code=204, response_class=Response,
-    responses=problem_responses(401, 403, 404, 410),
+    responses=problem_responses(401, 403, 404, 409, 410),
 )
 async def purge_recording(
     id: str,
