@@ -170,8 +170,8 @@ def _require_recording(session: StreamSessionRow) -> None:
     responses=problem_responses(400, 401, 403),
 )
 async def list_sessions(
+    request: Request,
     caller: Annotated[Principal, Depends(require(SESSIONS_READ))],
-    db: Annotated[AsyncSession, Depends(database)],
     page: Annotated[int, Query(ge=0, le=1_000_000, description="Page number (zero-based).")] = 0,
     size: Annotated[int, Query(ge=1, le=100, description="Page size (max 100).")] = 20,
     state: Annotated[SessionState | None, Query(description="Filter by session state.")] = None,
@@ -199,7 +199,7 @@ async def list_sessions(
     """Sessions of the caller, newest first by default (all of the tenant's with `speech:sessions:admin`)."""
     field, _, direction = sort.partition(",")
     rows, total = await history.list_sessions(
-        db,
+        services(request).db,
         history.SessionFilter(
             tenant_id=caller.tenant_id,
             user_id=None if caller.has(SESSIONS_ADMIN) else caller.user_id,

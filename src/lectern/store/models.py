@@ -20,6 +20,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     Uuid,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -97,14 +98,38 @@ class SingleUseToken(Base):
     consumed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
+# The sessions API lists one user's (or, for tenant admins, one tenant's) visible sessions in
+# one of five orders, with a total. Each order has an index that serves both the owner filter
+# and the order (tie-broken by id), partial on deleted_at IS NULL, and carries the other filter
+# columns, so that whichever index the planner picks, a filtered count reads the index alone.
+_SORTED_BY = ("end_time", "duration_ms", "words_count", "segment_count")
+_FILTERS = ("state", "recording_requested", "requested_model_alias")
+
+
+def _listing_indexes() -> list[Index]:
+    visible = text("deleted_at IS NULL")
+    where = {"sqlite_where": visible, "postgresql_where": visible}
+    indexes = []
+    for name, column in (("start", "start_time"), *((c, c) for c in _SORTED_BY)):
+        indexes.append(Index(f"ix_sessions_owner_{name}", "tenant_id", "user_id", column, "id", *_FILTERS, **where))
+        indexes.append(Index(f"ix_sessions_tenant_{name}", "tenant_id", column, "id", *_FILTERS, **where))
+    return indexes
+
+
 class StreamSessionRow(Base):
     """One realtime stream, whatever protocol opened it."""
 
     __tablename__ = "stream_sessions"
     __table_args__ = (
-        Index("ix_stream_sessions_owner_start", "tenant_id", "user_id", "start_time"),
-        Index("ix_stream_sessions_tenant_start", "tenant_id", "start_time"),
-        Index("ix_stream_sessions_live_lease", "state", "lease_expires_at"),
+        # Only live sessions hold a lease; keeping ended ones out keeps the sweeper's index tiny
+        # and keeps the planner from taking it for a `state = FINISHED` listing filter.
+        Index(
+            "ix_stream_sessions_lease",
+            "lease_expires_at",
+            sqlite_where=text("lease_expires_at IS NOT NULL"),
+            postgresql_where=text("lease_expires_at IS NOT NULL"),
+        ),
+        *_listing_indexes(),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)

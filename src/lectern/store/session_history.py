@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
 from sqlalchemy import Select, delete, func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from lectern.store.models import StreamSegmentRow, StreamSessionRow, utcnow
 
@@ -52,19 +53,31 @@ def _visible(query: Select, f: SessionFilter) -> Select:
 
 
 async def list_sessions(
-    db: AsyncSession, f: SessionFilter, sort: SortField, descending: bool, page: int, size: int
+    db: async_sessionmaker[AsyncSession], f: SessionFilter, sort: SortField, descending: bool, page: int, size: int
 ) -> tuple[list[StreamSessionRow], int]:
+    """One page and the total, queried side by side on two connections (the count dominates)."""
+    page_rows, total = await asyncio.gather(_page(db, f, sort, descending, page, size), _count(db, f))
+    return page_rows, total
+
+
+async def _count(db: async_sessionmaker[AsyncSession], f: SessionFilter) -> int:
+    async with db() as s:
+        return await s.scalar(_visible(select(func.count()).select_from(StreamSessionRow), f)) or 0
+
+
+async def _page(
+    db: async_sessionmaker[AsyncSession], f: SessionFilter, sort: SortField, descending: bool, page: int, size: int
+) -> list[StreamSessionRow]:
     column = SORT_COLUMNS[sort]
     order = column.desc() if descending else column.asc()
+    if column.nullable:  # a live session has not ended: it sorts as the latest end time
+        order = order.nulls_first() if descending else order.nulls_last()
     tiebreak = StreamSessionRow.id.desc() if descending else StreamSessionRow.id.asc()
-    rows = await db.scalars(
-        _visible(select(StreamSessionRow), f)
-        .order_by(order.nulls_last(), tiebreak)
-        .offset(page * size)
-        .limit(size)
-    )
-    total = await db.scalar(_visible(select(func.count()).select_from(StreamSessionRow), f))
-    return list(rows), total or 0
+    async with db() as s:
+        rows = await s.scalars(
+            _visible(select(StreamSessionRow), f).order_by(order, tiebreak).offset(page * size).limit(size)
+        )
+        return list(rows)
 
 
 async def get_session(db: AsyncSession, session_id: uuid.UUID, tenant_id: uuid.UUID) -> StreamSessionRow | None:
