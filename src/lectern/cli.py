@@ -78,9 +78,12 @@ def serve(args: argparse.Namespace) -> None:
 def create_key(args: argparse.Namespace) -> None:
     settings = _settings(args)
     _prepare_database(settings)
-    scopes = [s for s in (args.scopes or "").split(",") if s.strip()] if args.scopes else list(NORMAL_USER_SCOPES)
+    if args.scopes is None:
+        scopes = list(NORMAL_USER_SCOPES)
+    else:
+        scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
     print(f"API key for tenant {args.tenant!r}, user {args.user!r}, scopes: {' '.join(scopes)}")
-    print(_create_key(settings, args.tenant, args.user, [s.strip() for s in scopes], args.name or ""))
+    print(_create_key(settings, args.tenant, args.user, scopes, args.name or ""))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -23,7 +23,7 @@ from lectern.realtime.recording import RecordingWriter
 from lectern.realtime.segment import Segment
 from lectern.services import Services
 from lectern.speech.audio import ENGINE_RATE
-from lectern.speech.engines.pool import EngineFailure, PoolExhausted, RecognizerPool, StreamHandle
+from lectern.speech.engines.pool import EngineFailure, PoolExhausted, StreamHandle
 from lectern.speech.pipeline import StreamSpec
 from lectern.speech.text import remove_disfluencies
 from lectern.store import sessions as rows

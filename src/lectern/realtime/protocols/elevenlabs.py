@@ -293,8 +293,6 @@ def _parse_chunk(text: str, fmt: AudioFormat, max_chunk_bytes: int, first: bool)
 async def realtime_endpoint(websocket: WebSocket) -> None:
     services: Services = websocket.app.state.services
     await websocket.accept()
-    options = ScribeOptions(False, False, ())
-    events = ScribeEvents(websocket, options)
     try:
         principal = await authenticate(services, websocket)
         try:
@@ -311,7 +309,7 @@ async def realtime_endpoint(websocket: WebSocket) -> None:
         )
         session = await StreamSession.open(services, config, principal, client)
     except StreamError as exc:
-        await _fail(events, exc)
+        await _fail(ScribeEvents(websocket, ScribeOptions(False, False, ())), exc)
         return
     events = ScribeEvents(websocket, options)
     try:

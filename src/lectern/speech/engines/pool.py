@@ -66,9 +66,6 @@ class RecognizerPool:
     def active_streams(self) -> int:
         return sum(w.streams for w in self._workers)
 
-    def worker_pids(self) -> list[int]:
-        return [w.process.pid for w in self._workers if w.alive]
-
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._workers = await asyncio.gather(*(self._spawn(i) for i in range(self._size)))
