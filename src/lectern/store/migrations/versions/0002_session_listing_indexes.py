@@ -32,9 +32,16 @@ def upgrade() -> None:
     for name, column in _ORDERS:
         _create(f"ix_sessions_owner_{name}", ["tenant_id", "user_id", column, "id", *_FILTERS])
         _create(f"ix_sessions_tenant_{name}", ["tenant_id", column, "id", *_FILTERS])
+    if op.get_bind().dialect.name == "postgresql":
+        # Without statistics on the expression, PostgreSQL guesses a `modelAlias` filter matches a
+        # handful of rows and sorts the whole table instead of walking the listing index.
+        op.execute("CREATE STATISTICS st_stream_sessions_lower_alias ON (lower(requested_model_alias)) "
+                   "FROM stream_sessions")
 
 
 def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP STATISTICS IF EXISTS st_stream_sessions_lower_alias")
     op.drop_index("ix_stream_sessions_lease", table_name="stream_sessions")
     op.create_index("ix_stream_sessions_live_lease", "stream_sessions", ["state", "lease_expires_at"])
     for name, _column in _ORDERS:
