@@ -54,9 +54,9 @@ def _problem_openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
                     del responses["422"]
                 for status, response in responses.items():
                     content = response.get("content", {})
-                    if status[0] in "45" and "application/json" in content and "$ref" in str(content):
-                        if content["application/json"]["schema"].get("$ref", "").endswith("/Problem"):
-                            content[PROBLEM_JSON] = content.pop("application/json")
+                    schema = content.get("application/json", {}).get("schema", {})
+                    if status[0] in "45" and schema.get("$ref", "").endswith("/Problem"):
+                        content[PROBLEM_JSON] = content.pop("application/json")
         document.get("components", {}).get("schemas", {}).pop("HTTPValidationError", None)
         document.get("components", {}).get("schemas", {}).pop("ValidationError", None)
         app.openapi_schema = document

@@ -182,7 +182,8 @@ class StreamSession:
         await self._end(state, reason)
 
     async def _salvage(self) -> None:
-        """When the time limit cuts processing short, still commit what was recognized."""
+        """When processing was cut short (the time limit, a client reading nothing), still commit
+        what was recognized; after an ending that drained the input there is nothing left."""
         with contextlib.suppress(Exception):
             await self._commit(final=True)
 
@@ -309,9 +310,9 @@ class StreamSession:
             self._last_partial = result.partial
             assert self._outbox is not None
             self._outbox.partial(result.partial)
-        if self._endpointer is not None and self._endpointer.update(result.vad):
-            await self._commit()
-        elif self._processed_bytes - self._segment_start >= self._settings.auto_commit_seconds * self._bytes_per_second:
+        heard_a_pause = self._endpointer is not None and self._endpointer.update(result.vad)
+        uncommitted = self._processed_bytes - self._segment_start
+        if heard_a_pause or uncommitted >= self._settings.auto_commit_seconds * self._bytes_per_second:
             await self._commit()
 
     async def _commit(self, final: bool = False) -> None:
