@@ -11,7 +11,8 @@ from fastapi import FastAPI
 
 from lectern.api import errors, health, streams, tokens
 from lectern.auth.jwt import JwtVerifier
-from lectern.realtime.protocols import elevenlabs
+from lectern.realtime.protocols import elevenlabs, native, reverie
+from lectern.realtime.resume import ResumableStreams
 from lectern.services import Services
 from lectern.settings import Settings
 from lectern.speech.engines.pool import RecognizerPool
@@ -43,6 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         pool = RecognizerPool(settings.engine_workers, settings.streams_per_worker)
         services = Services(settings=settings, db=session_factory(engine), pool=pool, jwt=JwtVerifier(settings))
         app.state.services = services
+        app.state.resumable_streams = ResumableStreams()
         background = [
             asyncio.create_task(pool.start(), name="pool-start"),
             asyncio.create_task(_sweep_lapsed_leases(services), name="lease-sweeper"),
@@ -52,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             for task in background:
                 task.cancel()
+            await app.state.resumable_streams.cancel_all()
             await pool.close()
             await engine.dispose()
 
@@ -66,4 +69,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(tokens.router)
     app.include_router(streams.router)
     app.add_api_websocket_route("/v1/speech-to-text/realtime", elevenlabs.realtime_endpoint)
+    app.add_api_websocket_route("/stream", reverie.stream_endpoint)
+    app.add_api_websocket_route("/api/v1/speech-services/stream", native.stream_endpoint)
     return app

@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     auto_commit_seconds: float = Field(default=36.0, gt=0, description="uncommitted audio that forces a commit")
     min_commit_seconds: float = Field(default=0.3, ge=0)
     max_metadata_bytes: int = Field(default=4096, gt=0)
+    resume_grace_seconds: float = Field(
+        default=30.0, ge=0, description="how long a dropped native-protocol stream waits to be resumed; 0 disables"
+    )
 
     # Crash accounting: a live stream renews its lease; the sweeper fails streams whose lease lapsed.
     lease_seconds: float = Field(default=15.0, gt=0)

@@ -36,4 +36,6 @@ class StreamConfig:
     keep_transcript: bool = True
     recording: bool = False
     metadata: dict[str, Any] | None = None
+    single_utterance: bool = False  # the stream ends at the first pause the VAD commits
+    time_limit_seconds: float | None = None  # a protocol's own, shorter limit; else the server's
     echo: dict[str, Any] = field(default_factory=dict)  # the protocol's view, kept with the session

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from lectern.speech.engines.base import Word
+
+# What closed the segment: the client asked, the VAD heard a pause, the automatic bound on
+# segment length, or the end of the stream. Protocols that report a reason render it.
+CommitTrigger = Literal["manual", "vad", "auto", "end"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,6 +20,7 @@ class Segment:
     start: float
     end: float
     language_code: str
+    trigger: CommitTrigger = "manual"
 
     @property
     def confidence(self) -> float | None:

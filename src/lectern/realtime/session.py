@@ -20,9 +20,8 @@ from lectern.realtime.endpointing import VadEndpointer
 from lectern.realtime.errors import ErrorKind, StreamError
 from lectern.realtime.outbox import Outbox, StreamEvents
 from lectern.realtime.recording import RecordingWriter
-from lectern.realtime.segment import Segment
+from lectern.realtime.segment import CommitTrigger, Segment
 from lectern.services import Services
-from lectern.speech.audio import ENGINE_RATE
 from lectern.speech.engines.pool import EngineFailure, PoolExhausted, StreamHandle
 from lectern.speech.pipeline import StreamSpec
 from lectern.speech.text import remove_disfluencies
@@ -32,8 +31,11 @@ from lectern.store.models import utcnow
 log = logging.getLogger(__name__)
 
 # Audio handed to the recognizer in one request at most: coalescing a backlog makes fewer
-# round trips, the cap keeps one stream from holding its worker for long.
+# round trips, the cap keeps one stream from holding its worker for long. A VAD commit lands at
+# the end of the request that heard the pause, so VAD streams take smaller steps: a client
+# sending faster than real time must not see the next utterance's start in this one's segment.
 MAX_FEED_SECONDS = 1.0
+MAX_FEED_SECONDS_VAD = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +55,13 @@ class ClientClosed:
     normal: bool
 
 
-ClientEvent = AudioIn | CommitIn | ClientClosed
+@dataclass(frozen=True, slots=True)
+class ClientAway:
+    """The connection dropped but the client may come back (resume): the adapter bounds the
+    wait, so the idle timeout is suspended until the next event."""
+
+
+ClientEvent = AudioIn | CommitIn | ClientClosed | ClientAway
 
 
 class _End:
@@ -88,6 +96,7 @@ class StreamSession:
         self._endpointer = VadEndpointer(config.vad) if config.commit_strategy == "vad" else None
         self._recording: RecordingWriter | None = None
         self._outbox: Outbox | None = None
+        self._stopped = False
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -99,7 +108,7 @@ class StreamSession:
         spec = StreamSpec(
             format=config.audio_format,
             keyterms=config.keyterms,
-            return_pcm=config.recording and config.audio_format.sample_rate != ENGINE_RATE,
+            return_pcm=config.recording and not config.audio_format.is_engine_native,
         )
         try:
             handle = services.pool.open(spec)
@@ -140,14 +149,16 @@ class StreamSession:
         )
         await rows.update_session(self._services.db, self.id, state=rows.ACTIVE)
 
-    async def run(self, client_events: AsyncIterator[ClientEvent], events: StreamEvents) -> None:
-        """Serve the stream until the client ends it or an error does; the row records how it ended."""
+    async def run(self, client_events: AsyncIterator[ClientEvent], events: StreamEvents) -> StreamError | None:
+        """Serve the stream until the client ends it or an error does; the row records how it
+        ended, the caller gets the error, if any."""
         self._outbox = Outbox(events)
         lease = asyncio.create_task(self._renew_lease())
         error: StreamError | None = None
         state, reason = rows.FINISHED, None
+        time_limit = self.config.time_limit_seconds or self._settings.session_time_limit_seconds
         try:
-            async with asyncio.timeout(self._settings.session_time_limit_seconds):
+            async with asyncio.timeout(time_limit):
                 async with asyncio.TaskGroup() as tasks:
                     tasks.create_task(self._process())
                     ending = await self._receive(client_events)
@@ -161,7 +172,7 @@ class StreamSession:
         except* TimeoutError:
             error = StreamError(
                 ErrorKind.TIME_LIMIT,
-                f"Session time limit of {self._settings.session_time_limit_seconds:g} seconds exceeded.",
+                f"Session time limit of {time_limit:g} seconds exceeded.",
             )
         except* EngineFailure as group:
             log.error("engine failure in stream %s: %s", self.id, group.exceptions[0])
@@ -180,12 +191,13 @@ class StreamSession:
                 await self._salvage()
         await self._outbox.close(error)
         await self._end(state, reason)
+        return error
 
     async def _salvage(self) -> None:
         """When processing was cut short (the time limit, a client reading nothing), still commit
         what was recognized; after an ending that drained the input there is nothing left."""
         with contextlib.suppress(Exception):
-            await self._commit(final=True)
+            await self._commit("end", final=True)
 
     async def _end(self, state: str, reason: str | None) -> None:
         self._handle.release()
@@ -220,17 +232,21 @@ class StreamSession:
     async def _accept_all(self, client_events: AsyncIterator[ClientEvent]) -> ClientClosed:
         idle = self._settings.idle_timeout_seconds
         iterator = aiter(client_events)
+        away = False
         while True:
             try:
-                event = await asyncio.wait_for(anext(iterator), idle)
+                event = await asyncio.wait_for(anext(iterator), None if away else idle)
             except TimeoutError:
                 raise StreamError(
                     ErrorKind.IDLE_TIMEOUT, f"No message from the client for {idle:g} seconds."
                 ) from None
             except StopAsyncIteration:
                 event = ClientClosed(normal=False)
+            away = isinstance(event, ClientAway)
             if isinstance(event, ClientClosed):
                 return event
+            if self._stopped or away:
+                continue
             if isinstance(event, AudioIn):
                 self._accept_audio(event.data)
             else:
@@ -270,6 +286,29 @@ class StreamSession:
         self._commit_mark = self._received_bytes
         self._enqueue(_COMMIT)
 
+    def _stop(self) -> None:
+        """End the stream at the newest commit: audio not yet processed is dropped, and what the
+        client sends until it closes is ignored."""
+        self._stopped = True
+        self._inbox = collections.deque(item for item in self._inbox if isinstance(item, _End))
+
+    @property
+    def received_bytes(self) -> int:
+        """The audio clock: client bytes accepted so far."""
+        return self._received_bytes
+
+    @property
+    def segment_count(self) -> int:
+        return self._segment_count
+
+    @property
+    def words_count(self) -> int:
+        return self._words_count
+
+    @property
+    def duration_ms(self) -> int:
+        return self._duration_ms()
+
     def _enqueue(self, item: bytes | CommitIn | _End) -> None:
         self._inbox.append(item)
         self._inbox_ready.set()
@@ -277,20 +316,20 @@ class StreamSession:
     # -- processing --------------------------------------------------------------------------
 
     async def _process(self) -> None:
-        max_bytes = int(MAX_FEED_SECONDS * self.config.audio_format.sample_rate) * (
-            self.config.audio_format.bytes_per_sample
-        )
+        step = MAX_FEED_SECONDS_VAD if self._endpointer is not None else MAX_FEED_SECONDS
+        max_bytes = int(step * self.config.audio_format.sample_rate) * self.config.audio_format.bytes_per_sample
         while True:
             while not self._inbox:
                 self._inbox_ready.clear()
                 await self._inbox_ready.wait()
             item = self._inbox.popleft()
             if isinstance(item, _End):
-                await self._feed(b"", last=True)
-                await self._commit(final=True)
+                if not self._stopped:
+                    await self._feed(b"", last=True)
+                    await self._commit("end", final=True)
                 return
             if isinstance(item, CommitIn):
-                await self._commit()
+                await self._commit("manual")
                 continue
             parts = [item]
             size = len(item)
@@ -310,12 +349,14 @@ class StreamSession:
             self._last_partial = result.partial
             assert self._outbox is not None
             self._outbox.partial(result.partial)
-        heard_a_pause = self._endpointer is not None and self._endpointer.update(result.vad)
-        uncommitted = self._processed_bytes - self._segment_start
-        if heard_a_pause or uncommitted >= self._settings.auto_commit_seconds * self._bytes_per_second:
-            await self._commit()
+        if self._endpointer is not None and self._endpointer.update(result.vad):
+            await self._commit("vad")
+            if self.config.single_utterance:
+                self._stop()
+        elif self._processed_bytes - self._segment_start >= self._settings.auto_commit_seconds * self._bytes_per_second:
+            await self._commit("auto")
 
-    async def _commit(self, final: bool = False) -> None:
+    async def _commit(self, trigger: CommitTrigger, final: bool = False) -> None:
         """Make the committed transcript of the audio since the last commit; store, then send it."""
         position = self._processed_bytes
         if final and position <= self._segment_start:
@@ -331,6 +372,7 @@ class StreamSession:
             start=words[0].start if words else round(self._seconds(self._segment_start), 3),
             end=round(max(self._seconds(position), words[-1].end if words else 0.0), 3),
             language_code=self.config.language_code,
+            trigger=trigger,
         )
         if text:
             self._segment_count += 1

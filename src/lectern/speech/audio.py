@@ -9,7 +9,7 @@ import numpy as np
 import soxr
 
 ENGINE_RATE = 16000
-Encoding = Literal["pcm_s16le", "ulaw"]
+Encoding = Literal["pcm_s16le", "pcm_u8", "ulaw"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +20,11 @@ class AudioFormat:
     @property
     def bytes_per_sample(self) -> int:
         return 2 if self.encoding == "pcm_s16le" else 1
+
+    @property
+    def is_engine_native(self) -> bool:
+        """Already the engine's 16 kHz s16le: recordings can keep the client's bytes as they are."""
+        return self.encoding == "pcm_s16le" and self.sample_rate == ENGINE_RATE
 
     def seconds(self, nbytes: int) -> float:
         return nbytes / (self.bytes_per_sample * self.sample_rate)
@@ -59,6 +64,8 @@ class AudioConverter:
     def convert(self, data: bytes, last: bool = False) -> np.ndarray:
         if self.format.encoding == "ulaw":
             samples = _ULAW[np.frombuffer(data, dtype=np.uint8)]
+        elif self.format.encoding == "pcm_u8":
+            samples = ((np.frombuffer(data, dtype=np.uint8).astype(np.int16) - 128) << 8).astype(np.int16)
         else:
             samples = np.frombuffer(data, dtype="<i2")
         if self._resampler is None:

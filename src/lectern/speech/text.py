@@ -6,6 +6,8 @@ import re
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
+from text_to_num import alpha2digit
+
 # Hesitations the en-US dictionary can emit; removed when a client asks for no_verbatim.
 FILLERS = frozenset({"uh", "um", "umm", "uhm", "er", "erm", "ah", "eh", "hmm", "hm", "mm", "mhm", "huh"})
 _ALTERNATE = re.compile(r"\(\d+\)$")
@@ -31,3 +33,19 @@ def remove_disfluencies(words: Sequence[W], text_of: Callable[[W], str]) -> list
             continue
         kept.append(word)
     return kept
+
+
+_PRONOUN_I = re.compile(r"\bi\b")  # also the I of I'm, I'll
+
+
+def display_text(text: str, punctuate: bool) -> str:
+    """A transcript as a reader wants it: numbers as digits ("twenty three" → "23"); with
+    ``punctuate``, the pronoun I, a capital first letter and a closing period. The engine emits
+    no punctuation inside a sentence, so nothing is invented there."""
+    if not text:
+        return ""
+    shown = alpha2digit(text, "en")
+    if punctuate:
+        shown = _PRONOUN_I.sub("I", shown)
+        shown = shown[0].upper() + shown[1:] + "."
+    return shown

@@ -15,14 +15,15 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from lectern.auth import keys
 from lectern.auth.principal import AuthError, Principal
 from lectern.auth.scopes import SESSIONS_WRITE
-from lectern.realtime.config import ClientInfo, StreamConfig, VadSettings
+from lectern.realtime.config import StreamConfig, VadSettings
 from lectern.realtime.errors import ErrorKind, StreamError
 from lectern.realtime.protocols.params import ParamError, QueryParams
+from lectern.realtime.protocols.sockets import NORMAL_CLOSE_CODES, client_info, close_quietly
 from lectern.realtime.segment import Segment
 from lectern.realtime.session import AudioIn, ClientClosed, ClientEvent, CommitIn, StreamSession
 from lectern.services import Services
@@ -36,7 +37,6 @@ AUDIO_FORMATS = {
 MAX_KEYTERMS = 50
 MAX_KEYTERM_CHARS = 20
 _LANGUAGE = re.compile(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})?$")
-_NORMAL_CLOSE_CODES = (1000, 1001, 1005)
 AUTH_FAILED = "You must be authenticated to use this endpoint."
 
 MESSAGE_TYPES = {
@@ -234,7 +234,7 @@ async def client_events(websocket: WebSocket, fmt: AudioFormat, max_chunk_bytes:
     while True:
         message = await websocket.receive()
         if message["type"] == "websocket.disconnect":
-            yield ClientClosed(normal=message.get("code", 1000) in _NORMAL_CLOSE_CODES)
+            yield ClientClosed(normal=message.get("code", 1000) in NORMAL_CLOSE_CODES)
             return
         text = message.get("text")
         if text is None:
@@ -303,11 +303,7 @@ async def realtime_endpoint(websocket: WebSocket) -> None:
             raise StreamError(ErrorKind.INVALID_REQUEST, str(exc)) from None
         if config.recording and not principal.recording_allowed:
             raise StreamError(ErrorKind.INVALID_REQUEST, "Recording is disabled for this tenant.")
-        client = ClientInfo(
-            address=websocket.client.host if websocket.client else "",
-            user_agent=websocket.headers.get("user-agent"),
-        )
-        session = await StreamSession.open(services, config, principal, client)
+        session = await StreamSession.open(services, config, principal, client_info(websocket))
     except StreamError as exc:
         await _fail(ScribeEvents(websocket, ScribeOptions(False, False, ())), exc)
         return
@@ -320,7 +316,7 @@ async def realtime_endpoint(websocket: WebSocket) -> None:
         await session.abandon()
         return
     await session.run(client_events(websocket, config.audio_format, services.settings.max_chunk_bytes), events)
-    await _close(websocket, events.close_reason)
+    await close_quietly(websocket, 1000, events.close_reason)
 
 
 async def _fail(events: ScribeEvents, error: StreamError) -> None:
@@ -328,12 +324,4 @@ async def _fail(events: ScribeEvents, error: StreamError) -> None:
         await events.error(error)
     except (WebSocketDisconnect, RuntimeError):
         return
-    await _close(events.websocket, events.close_reason)
-
-
-async def _close(websocket: WebSocket, reason: str) -> None:
-    if websocket.application_state == WebSocketState.CONNECTED and websocket.client_state == WebSocketState.CONNECTED:
-        try:
-            await websocket.close(1000, reason)
-        except (RuntimeError, WebSocketDisconnect):  # the client closed first
-            pass
+    await close_quietly(events.websocket, 1000, events.close_reason)

@@ -1,0 +1,313 @@
+"""Reverie streaming STT (``/stream``): frames in, frames out.
+
+Translation only; the stream itself is ``StreamSession``. Wire details follow
+shared/spec/reverie-stream.md: every message carries the seven keys of ``ReverieMessage``, the
+stream ends with one final message (``EOF received``, ``silence detected``, ``timeout``,
+``audio too short`` or an error with ``success: false``) and then a close.
+
+Credentials: ``apikey`` is a Lectern API key and ``appid`` the name of its tenant. Errors carry
+two keys beyond the seven, ``code`` (the HTTP-like code of Reverie's message table) and
+``message`` (what to fix), which Reverie's clients keep as extra fields.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from lectern.auth import keys
+from lectern.auth.principal import AuthError, Principal
+from lectern.auth.scopes import SESSIONS_WRITE
+from lectern.realtime.config import StreamConfig, VadSettings
+from lectern.realtime.errors import ErrorKind, StreamError
+from lectern.realtime.protocols.params import ParamError, QueryParams
+from lectern.realtime.protocols.sockets import NORMAL_CLOSE_CODES, client_info, close_quietly
+from lectern.realtime.segment import Segment
+from lectern.realtime.session import AudioIn, ClientClosed, ClientEvent, StreamSession
+from lectern.services import Services
+from lectern.speech.audio import AudioFormat
+from lectern.speech.models import resolve_model
+from lectern.speech.opus import OggOpusDecoder, OpusError, OpusPacketDecoder
+from lectern.speech.text import display_text
+
+EOF_MARKER = b"--EOF--"
+SERVED = "this server decodes src_lang=en with domain=generic only"
+MAX_TIMEOUT_SECONDS = 180.0
+MAX_SILENCE_SECONDS = 30.0
+# Reverie's domains map onto models; this server has one general English model.
+MODEL_ALIAS = "reverie-en-generic"
+
+Decoder = Callable[[], "OpusPacketDecoder | OggOpusDecoder"]
+FORMATS: dict[str, tuple[AudioFormat, Decoder | None]] = {
+    "16k_int16": (AudioFormat("pcm_s16le", 16000), None),
+    "8k_int16": (AudioFormat("pcm_s16le", 8000), None),
+    "16k_uint8": (AudioFormat("pcm_u8", 16000), None),
+    "8k_uint8": (AudioFormat("pcm_u8", 8000), None),
+    "16k_ulaw": (AudioFormat("ulaw", 16000), None),
+    "8k_ulaw": (AudioFormat("ulaw", 8000), None),
+    # Opus reaches the core decoded: one packet per message for opus_*, any slicing for Ogg.
+    "opus_16k": (AudioFormat("pcm_s16le", 16000), lambda: OpusPacketDecoder(16000)),
+    "opus_8k": (AudioFormat("pcm_s16le", 8000), lambda: OpusPacketDecoder(8000)),
+    "ogg_opus": (AudioFormat("pcm_s16le", 16000), lambda: OggOpusDecoder(16000)),
+}
+# What ``logging`` keeps: (transcript, audio). Audio also needs the tenant to allow recordings.
+LOGGING = {"true": (True, True), "no_audio": (True, False), "no_transcript": (False, True), "false": (False, False)}
+
+ERROR_CAUSES = {
+    ErrorKind.INPUT: (400, "invalid audio"),
+    ErrorKind.CHUNK_TOO_LARGE: (400, "audio chunk too large"),
+    ErrorKind.QUEUE_OVERFLOW: (429, "audio arriving too fast"),
+    ErrorKind.RESOURCE_EXHAUSTED: (503, "server busy"),
+    ErrorKind.ENGINE: (500, "transcriber error"),
+    ErrorKind.INTERNAL: (500, "internal error"),
+}
+
+
+class ReverieError(Exception):
+    """Refuses the stream before it starts: ``cause`` is Reverie's, ``message`` says why."""
+
+    def __init__(self, code: int, cause: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.cause, self.message = code, cause, message
+
+
+def message(stream_id: str, cause: str, *, final: bool, text: str = "", shown: str = "", success: bool = True,
+            confidence: float = 1.0, **extra: Any) -> dict[str, Any]:
+    return {"id": stream_id, "success": success, "final": final, "cause": cause, "text": text,
+            "confidence": confidence, "display_text": shown, **extra}
+
+
+def error_message(stream_id: str, code: int, cause: str, why: str) -> dict[str, Any]:
+    return message(stream_id, cause, final=True, success=False, code=code, message=why)
+
+
+@dataclass(frozen=True, slots=True)
+class ReverieRequest:
+    app_id: str
+    api_key: str
+    config: StreamConfig
+    decoder: Decoder | None
+    punctuate: bool
+    continuous: bool
+
+
+def _required(params: QueryParams, name: str) -> str:
+    value = params.one(name)
+    if not value:
+        raise ReverieError(400, f"no `{name}` given", f"the {name} query parameter is required")
+    return value
+
+
+def _seconds(params: QueryParams, name: str, default: float, high: float) -> float:
+    raw = params.one(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= high:  # also refuses nan and inf
+        raise ReverieError(400, f"invalid `{name}` value", f"{name} must be a number of seconds in (0, {high:g}]")
+    return value
+
+
+def parse_request(params: QueryParams) -> ReverieRequest:
+    """Validate in the order a client fixes things: presence, the API, language, format, values."""
+    try:
+        app_name = _required(params, "appname")
+        api_key = _required(params, "apikey")
+        app_id = _required(params, "appid")
+        src_lang = _required(params, "src_lang").strip().lower()
+        domain = _required(params, "domain").strip().lower()
+        if app_name != "stt_stream":
+            raise ReverieError(403, "Forbidden", f"appname must be stt_stream for this API, not {app_name!r}")
+        if src_lang != "en" or domain != "generic":
+            raise ReverieError(400, "no decoder for given args", f"src_lang={src_lang} domain={domain}: {SERVED}")
+        format_name = params.one("format") or "16k_int16"
+        if format_name not in FORMATS:
+            raise ReverieError(200, "unsupported audio format", f"format must be one of {', '.join(FORMATS)}")
+        timeout = _seconds(params, "timeout", 15.0, MAX_TIMEOUT_SECONDS)
+        silence = _seconds(params, "silence", 1.0, MAX_SILENCE_SECONDS)
+        logging = (params.one("logging") or "true").lower()
+        if logging not in LOGGING:
+            raise ReverieError(400, "invalid `logging` value", f"logging must be one of {', '.join(LOGGING)}")
+        punctuate = params.boolean("punctuate", True)
+        continuous = params.boolean("continuous", False)
+    except ParamError as exc:
+        raise ReverieError(400, "invalid parameter", str(exc)) from None
+    audio_format, decoder = FORMATS[format_name]
+    keep_transcript, keep_audio = LOGGING[logging]
+    echo = {"src_lang": src_lang, "domain": domain, "format": format_name, "timeout": timeout, "silence": silence,
+            "logging": logging, "punctuate": punctuate, "continuous": continuous}
+    config = StreamConfig(
+        protocol="reverie",
+        model=resolve_model(MODEL_ALIAS),
+        audio_format=audio_format,
+        commit_strategy="vad",
+        vad=VadSettings(silence_seconds=silence),
+        keep_transcript=keep_transcript,
+        recording=keep_audio,
+        single_utterance=not continuous,
+        time_limit_seconds=timeout,
+        echo=echo,
+    )
+    return ReverieRequest(app_id, api_key, config, decoder, punctuate, continuous)
+
+
+async def authenticate(services: Services, request: ReverieRequest) -> Principal:
+    try:
+        async with services.db() as db:
+            principal = await keys.authenticate_api_key(db, request.api_key)
+    except AuthError:
+        raise ReverieError(403, "Forbidden", "invalid credentials: apikey is not a valid API key") from None
+    if principal.tenant_name != request.app_id:
+        raise ReverieError(403, "Forbidden", "invalid credentials: appid is not the API key's tenant")
+    if not principal.has(SESSIONS_WRITE):
+        raise ReverieError(403, "Forbidden", f"not authorized to use the STT API: the key lacks {SESSIONS_WRITE}")
+    return principal
+
+
+class ReverieEvents:
+    """Renders core events as Reverie messages. Reverie's text grows until a final: segments the
+    core commits on its own (the automatic length bound) become part of the running text."""
+
+    def __init__(self, websocket: WebSocket, stream_id: str, request: ReverieRequest) -> None:
+        self.websocket = websocket
+        self.stream_id = stream_id
+        self._request = request
+        self._committed = ""  # text of this utterance's segments committed before its final
+        self._confidences: list[float] = []
+        self.error: StreamError | None = None
+        self.ended = False  # the final message went out
+
+    async def send(self, payload: dict[str, Any]) -> None:
+        await self.websocket.send_text(json.dumps(payload))
+
+    def _running(self, text: str) -> str:
+        return f"{self._committed} {text}".strip()
+
+    async def partial(self, text: str) -> None:
+        if not self.ended:
+            await self.send(message(self.stream_id, "partial", final=False, text=self._running(text)))
+
+    async def committed(self, segment: Segment) -> None:
+        self._confidences.extend(word.confidence for word in segment.words)
+        if segment.trigger != "vad":
+            self._committed = self._running(segment.text)
+            if segment.trigger == "auto":
+                await self.partial("")
+            return
+        if not self._request.continuous:
+            await self.final("silence detected", segment)
+            self.ended = True
+            await close_quietly(self.websocket)
+        elif segment.text or self._committed:
+            # Reverie's clients stop at final=true whatever the mode; in continuous mode an
+            # utterance's end is its complete text with cause "silence detected", final=false.
+            await self.final("silence detected", segment, final=False)
+
+    async def final(self, cause: str, segment: Segment | None = None, final: bool = True) -> None:
+        text = self._running(segment.text if segment else "")
+        confidence = round(sum(self._confidences) / len(self._confidences), 4) if self._confidences else 1.0
+        await self.send(message(self.stream_id, cause, final=final, text=text, confidence=confidence,
+                                shown=display_text(text, self._request.punctuate)))
+        self._committed = ""
+        self._confidences = []
+
+    async def error(self, error: StreamError) -> None:
+        self.error = error
+
+
+async def client_events(websocket: WebSocket, decoder: OpusPacketDecoder | OggOpusDecoder | None,
+                        bytes_per_sample: int) -> AsyncIterator[ClientEvent]:
+    carry = b""  # a sample cut between two messages: SDKs send fixed-size byte chunks
+    while True:
+        received = await websocket.receive()
+        if received["type"] == "websocket.disconnect":
+            yield ClientClosed(normal=received.get("code", 1000) in NORMAL_CLOSE_CODES)
+            return
+        data = received.get("bytes")
+        if data is None:
+            if received.get("text") != EOF_MARKER.decode():
+                raise StreamError(ErrorKind.INPUT, "text messages other than --EOF-- are not accepted")
+            data = EOF_MARKER
+        if data == EOF_MARKER:
+            if isinstance(decoder, OggOpusDecoder):
+                yield AudioIn(_decoded(decoder.finish))
+            yield ClientClosed(normal=True)
+            return
+        if decoder is not None:
+            yield AudioIn(_decoded(decoder.decode, data))
+            continue
+        data, carry = carry + data, b""
+        if cut := len(data) % bytes_per_sample:
+            data, carry = data[:-cut], data[-cut:]
+        yield AudioIn(data)
+
+
+def _decoded(decode: Callable[..., bytes], *data: bytes) -> bytes:
+    try:
+        return decode(*data)
+    except OpusError as exc:
+        raise StreamError(ErrorKind.INPUT, str(exc)) from None
+
+
+async def stream_endpoint(websocket: WebSocket) -> None:
+    services: Services = websocket.app.state.services
+    await websocket.accept()
+    try:
+        request = parse_request(QueryParams(websocket.query_params.multi_items()))
+        principal = await authenticate(services, request)
+        config = request.config
+        if config.recording and not principal.recording_allowed:  # logging keeps what the tenant allows
+            config = replace(config, recording=False)
+        session = await StreamSession.open(services, config, principal, client_info(websocket))
+    except ReverieError as exc:
+        await _refuse(websocket, exc)
+        return
+    except StreamError as exc:
+        code, cause = ERROR_CAUSES.get(exc.kind, (500, "internal error"))
+        await _refuse(websocket, ReverieError(code, cause, exc.message))
+        return
+    events = ReverieEvents(websocket, session.id.hex, request)
+    try:
+        await events.send(message(events.stream_id, "ready", final=False))
+    except (WebSocketDisconnect, RuntimeError):
+        await session.abandon()
+        return
+    decoder = request.decoder() if request.decoder else None
+    received = client_events(websocket, decoder, config.audio_format.bytes_per_sample)
+    await session.run(received, events)
+    await _finish(events, config.audio_format.seconds(session.received_bytes), services.settings.min_commit_seconds)
+
+
+async def _finish(events: ReverieEvents, audio_seconds: float, min_seconds: float) -> None:
+    """The one final message a stream that did not end at a pause gets, then the close."""
+    try:
+        if events.ended:
+            return
+        error = events.error
+        if error is None:
+            await events.final("audio too short" if audio_seconds < min_seconds else "EOF received")
+        elif error.kind in (ErrorKind.TIME_LIMIT, ErrorKind.IDLE_TIMEOUT):
+            await events.final("timeout")
+        else:
+            code, cause = ERROR_CAUSES.get(error.kind, (500, "internal error"))
+            await events.send(error_message(events.stream_id, code, cause, error.message))
+    except (WebSocketDisconnect, RuntimeError):  # the client left first
+        return
+    await close_quietly(events.websocket)
+
+
+async def _refuse(websocket: WebSocket, error: ReverieError) -> None:
+    try:
+        await websocket.send_text(json.dumps(error_message(uuid.uuid4().hex, error.code, error.cause, error.message)))
+    except (WebSocketDisconnect, RuntimeError):
+        return
+    await close_quietly(websocket)
