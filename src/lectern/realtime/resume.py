@@ -23,7 +23,12 @@ from lectern.realtime.config import StreamConfig
 from lectern.realtime.errors import StreamError
 from lectern.realtime.outbox import StreamEvents
 from lectern.realtime.segment import Segment
-from lectern.realtime.session import AudioIn, ClientAway, ClientClosed, ClientEvent
+from lectern.realtime.session import AudioIn, ClientAway, ClientBack, ClientClosed, ClientEvent
+
+# A connection that cannot take one message in this long is treated as gone: a half-open TCP
+# connection must not hold up the stream (or its takeover by a resumed connection) until the
+# kernel gives up on it.
+SEND_TIMEOUT_SECONDS = 10.0
 
 
 class _Dropped:
@@ -108,6 +113,7 @@ class ResumableClient:
                 except TimeoutError:
                     yield ClientClosed(normal=False)
                     return
+                yield ClientBack()
                 continue
             yield event
             if isinstance(event, ClientClosed):
@@ -131,11 +137,14 @@ class ResumableClient:
             await self._send(lambda link: link.error(error))
 
     async def _send(self, deliver: Callable[[StreamEvents], Awaitable[None]]) -> None:
-        if self._link is None:
+        link = self._link
+        if link is None:
             return
         try:
-            await deliver(self._link)
-        except Exception:  # noqa: BLE001 - the connection broke; its reader reports the drop
+            await asyncio.wait_for(deliver(link), SEND_TIMEOUT_SECONDS)
+        except TimeoutError:
+            self.dropped(link)
+        except Exception:  # the connection broke; its reader reports the drop
             pass
 
 

@@ -58,10 +58,15 @@ class ClientClosed:
 @dataclass(frozen=True, slots=True)
 class ClientAway:
     """The connection dropped but the client may come back (resume): the adapter bounds the
-    wait, so the idle timeout is suspended until the next event."""
+    wait, so the idle timeout is suspended until ``ClientBack``."""
 
 
-ClientEvent = AudioIn | CommitIn | ClientClosed | ClientAway
+@dataclass(frozen=True, slots=True)
+class ClientBack:
+    """The client is connected again: the idle timeout applies again."""
+
+
+ClientEvent = AudioIn | CommitIn | ClientClosed | ClientAway | ClientBack
 
 
 class _End:
@@ -242,12 +247,13 @@ class StreamSession:
                 ) from None
             except StopAsyncIteration:
                 event = ClientClosed(normal=False)
-            away = isinstance(event, ClientAway)
             if isinstance(event, ClientClosed):
                 return event
-            if self._stopped or away:
+            if isinstance(event, ClientAway | ClientBack):
+                away = isinstance(event, ClientAway)
+            elif self._stopped:
                 continue
-            if isinstance(event, AudioIn):
+            elif isinstance(event, AudioIn):
                 self._accept_audio(event.data)
             else:
                 self._accept_commit()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from lectern.speech.engines.pool import DEFAULT_ENGINE
@@ -9,7 +10,8 @@ from lectern.speech.engines.pool import DEFAULT_ENGINE
 # Names that mean exactly the embedded engine; anything else (vendor aliases such as
 # scribe_v2_realtime included) falls back to it and says so.
 _EXACT = {DEFAULT_ENGINE, "pocketsphinx", "default"}
-ENGLISH_CODES = {"en", "eng", "en-us", "en_us", "en-gb"}
+# English in ISO 639-1/639-3, with any region (en-US, en_GB, en-AU...): one model serves them all.
+_ENGLISH = re.compile(r"^(en|eng)([-_][a-z0-9]{2,8})?$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,4 +26,4 @@ def resolve_model(alias: str) -> ResolvedModel:
 
 
 def serves_language(code: str | None) -> bool:
-    return code is None or code.strip().lower() in ENGLISH_CODES
+    return code is None or _ENGLISH.match(code.strip().lower()) is not None

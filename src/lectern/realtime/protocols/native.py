@@ -9,6 +9,7 @@ docs/streaming-protocol.md.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from lectern.auth.scopes import SESSIONS_WRITE
 from lectern.realtime.config import StreamConfig, VadSettings
 from lectern.realtime.errors import ErrorKind, StreamError
 from lectern.realtime.protocols.sockets import client_info, close_quietly
-from lectern.realtime.resume import ResumableClient, ResumableStreams
+from lectern.realtime.resume import SEND_TIMEOUT_SECONDS, ResumableClient, ResumableStreams
 from lectern.realtime.segment import Segment
 from lectern.realtime.session import AudioIn, ClientClosed, StreamSession
 from lectern.services import Services
@@ -99,7 +100,10 @@ def parse_start(message: dict[str, Any], max_metadata_bytes: int) -> StartReques
         raise ProtocolError("INVALID_ARGUMENT", f"endpointSilenceMs must be between {low} and {high}")
     recording = _field(message, "recordingRequested", bool, False)
     metadata = _field(message, "metadata", dict, None)
-    if metadata is not None and len(json.dumps(metadata).encode()) > max_metadata_bytes:
+    # Measured as a browser's JSON.stringify sends it: compact UTF-8.
+    if metadata is not None and len(json.dumps(metadata, separators=(",", ":"), ensure_ascii=False).encode()) > (
+        max_metadata_bytes
+    ):
         raise ProtocolError("INVALID_ARGUMENT", f"metadata is larger than {max_metadata_bytes} bytes")
     resolved = resolve_model(model)
     echo = {
@@ -258,8 +262,12 @@ async def _resume(
         replaced = await client.attach(link, lambda: link.send(_info(client, resumed=True)), after)
     except LookupError:
         raise ProtocolError("NOT_FOUND", "no resumable session with that sessionId and resumeToken") from None
-    if isinstance(replaced, NativeEvents):
-        await close_quietly(replaced.websocket, REPLACED_CLOSE, "session resumed on another connection")
+    if isinstance(replaced, NativeEvents):  # bounded: the old connection may be half-open
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(
+                close_quietly(replaced.websocket, REPLACED_CLOSE, "session resumed on another connection"),
+                SEND_TIMEOUT_SECONDS,
+            )
     return client, link
 
 
@@ -336,4 +344,5 @@ async def _refuse(websocket: WebSocket, error: ProtocolError) -> None:
         await send_error(websocket, error.code, error.message)
     except (WebSocketDisconnect, RuntimeError):
         return
-    await close_quietly(websocket, POLICY_CLOSE if error.code != "DEADLINE_EXCEEDED" else 1000, error.code)
+    code = 1000 if error.code == "DEADLINE_EXCEEDED" else CLOSE_CODES.get(error.code, POLICY_CLOSE)
+    await close_quietly(websocket, code, error.code)
