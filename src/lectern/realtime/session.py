@@ -190,6 +190,8 @@ class StreamSession:
         if error is not None:
             if error.kind is ErrorKind.IDLE_TIMEOUT:
                 state = rows.CANCELLED
+            elif error.kind is ErrorKind.TIME_LIMIT and self.config.time_limit_seconds is not None:
+                state = rows.FINISHED  # the client's own limit (Reverie's timeout): a normal ending
             else:
                 state, reason = rows.FAILED, f"{error.kind.value}: {error.message}"
             if error.kind not in (ErrorKind.ENGINE, ErrorKind.INTERNAL):
@@ -240,7 +242,10 @@ class StreamSession:
         away = False
         while True:
             try:
-                event = await asyncio.wait_for(anext(iterator), None if away else idle)
+                # Not wait_for: on Python 3.11 it can swallow the session time limit's cancellation
+                # when a message arrives at the same moment.
+                async with asyncio.timeout(None if away else idle):
+                    event = await anext(iterator)
             except TimeoutError:
                 raise StreamError(
                     ErrorKind.IDLE_TIMEOUT, f"No message from the client for {idle:g} seconds."

@@ -98,7 +98,7 @@ class ReverieRequest:
 
 
 def _required(params: QueryParams, name: str) -> str:
-    value = params.one(name)
+    value = (params.one(name) or "").strip()
     if not value:
         raise ReverieError(400, f"no `{name}` given", f"the {name} query parameter is required")
     return value
@@ -123,8 +123,8 @@ def parse_request(params: QueryParams) -> ReverieRequest:
         app_name = _required(params, "appname")
         api_key = _required(params, "apikey")
         app_id = _required(params, "appid")
-        src_lang = _required(params, "src_lang").strip().lower()
-        domain = _required(params, "domain").strip().lower()
+        src_lang = _required(params, "src_lang").lower()
+        domain = _required(params, "domain").lower()
         if app_name != "stt_stream":
             raise ReverieError(403, "Forbidden", f"appname must be stt_stream for this API, not {app_name!r}")
         if src_lang != "en" or domain != "generic":
@@ -183,7 +183,7 @@ class ReverieEvents:
         self._request = request
         self._committed = ""  # text of this utterance's segments committed before its final
         self._confidences: list[float] = []
-        self.error: StreamError | None = None
+        self.failure: StreamError | None = None
         self.ended = False  # the final message went out
 
     async def send(self, payload: dict[str, Any]) -> None:
@@ -200,8 +200,6 @@ class ReverieEvents:
         self._confidences.extend(word.confidence for word in segment.words)
         if segment.trigger != "vad":
             self._committed = self._running(segment.text)
-            if segment.trigger == "auto":
-                await self.partial("")
             return
         if not self._request.continuous:
             await self.final("silence detected", segment)
@@ -221,7 +219,7 @@ class ReverieEvents:
         self._confidences = []
 
     async def error(self, error: StreamError) -> None:
-        self.error = error
+        self.failure = error
 
 
 async def client_events(websocket: WebSocket, decoder: OpusPacketDecoder | OggOpusDecoder | None,
@@ -233,6 +231,8 @@ async def client_events(websocket: WebSocket, decoder: OpusPacketDecoder | OggOp
             yield ClientClosed(normal=received.get("code", 1000) in NORMAL_CLOSE_CODES)
             return
         data = received.get("bytes")
+        if data == b"":
+            continue
         if data is None:
             if received.get("text") != EOF_MARKER.decode():
                 raise StreamError(ErrorKind.INPUT, "text messages other than --EOF-- are not accepted")
@@ -292,7 +292,7 @@ async def _finish(events: ReverieEvents, audio_seconds: float, min_seconds: floa
     try:
         if events.ended:
             return
-        error = events.error
+        error = events.failure
         if error is None:
             await events.final("audio too short" if audio_seconds < min_seconds else "EOF received")
         elif error.kind in (ErrorKind.TIME_LIMIT, ErrorKind.IDLE_TIMEOUT):
