@@ -161,6 +161,25 @@ class StreamSessionRow(Base):
     purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
+class StreamSessionTally(Base):
+    """How many visible (not deleted) sessions share one owner and one value of each list filter.
+
+    Kept exact by database triggers on ``stream_sessions`` (migration 0003), so every writer counts,
+    whatever its code path. A listing's total is a sum over a few of these rows instead of a count
+    over the tenant's sessions, and a ``modelAlias`` filter is resolved here to exact aliases.
+    Rows whose count falls to 0 stay (the table holds one row per key ever seen).
+    """
+
+    __tablename__ = "stream_session_tallies"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    state: Mapped[str] = mapped_column(String(12), primary_key=True)
+    recording_requested: Mapped[bool] = mapped_column(Boolean, primary_key=True)
+    requested_model_alias: Mapped[str] = mapped_column(String(200), primary_key=True)  # NOT NULL on sessions too
+    visible: Mapped[int] = mapped_column(Integer)
+
+
 class StreamSegmentRow(Base):
     """A committed transcript segment; its words are kept inline as JSON (read together, never alone)."""
 

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 from sqlalchemy import Select, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from lectern.store.models import StreamSegmentRow, StreamSessionRow, utcnow
+from lectern.store.models import StreamSegmentRow, StreamSessionRow, StreamSessionTally, utcnow
 
 SORT_COLUMNS = {
     "startTime": StreamSessionRow.start_time,
@@ -20,6 +21,7 @@ SORT_COLUMNS = {
     "wordsCount": StreamSessionRow.words_count,
     "segmentCount": StreamSessionRow.segment_count,
 }
+T = TypeVar("T")
 SortField = Literal["startTime", "endTime", "durationMilliseconds", "wordsCount", "segmentCount"]
 
 
@@ -34,50 +36,99 @@ class SessionFilter:
     recording_requested: bool | None = None
 
 
-def _visible(query: Select, f: SessionFilter) -> Select:
-    query = query.where(StreamSessionRow.tenant_id == f.tenant_id, StreamSessionRow.deleted_at.is_(None))
+def _owned_and_filtered(
+    query: Select, table: type[StreamSessionRow] | type[StreamSessionTally], f: SessionFilter
+) -> Select:
+    """The owner, state and recordingRequested filters, on sessions or their tallies (same column names)."""
+    query = query.where(table.tenant_id == f.tenant_id)
     if f.user_id is not None:
-        query = query.where(StreamSessionRow.user_id == f.user_id)
+        query = query.where(table.user_id == f.user_id)
     if f.state is not None:
-        query = query.where(StreamSessionRow.state == f.state)
-    if f.model_alias:
-        pattern = "%" + f.model_alias.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        query = query.where(func.lower(StreamSessionRow.requested_model_alias).like(pattern, escape="\\"))
+        query = query.where(table.state == f.state)
+    if f.recording_requested is not None:
+        query = query.where(table.recording_requested == f.recording_requested)
+    return query
+
+
+def _visible(query: Select, f: SessionFilter, aliases: list[str] | None) -> Select:
+    """Visible sessions matching ``f``; a modelAlias filter arrives as the exact aliases it matches."""
+    query = _owned_and_filtered(query, StreamSessionRow, f).where(StreamSessionRow.deleted_at.is_(None))
+    if aliases is not None:
+        query = query.where(StreamSessionRow.requested_model_alias.in_(aliases))
     if f.started_after is not None:
         query = query.where(StreamSessionRow.start_time >= f.started_after)
     if f.started_before is not None:
         query = query.where(StreamSessionRow.start_time <= f.started_before)
-    if f.recording_requested is not None:
-        query = query.where(StreamSessionRow.recording_requested == f.recording_requested)
     return query
 
 
 async def list_sessions(
     db: async_sessionmaker[AsyncSession], f: SessionFilter, sort: SortField, descending: bool, page: int, size: int
 ) -> tuple[list[StreamSessionRow], int]:
-    """One page and the total, queried side by side on two connections (the count dominates)."""
-    page_rows, total = await asyncio.gather(_page(db, f, sort, descending, page, size), _count(db, f))
+    """One page and the total.
+
+    The tallies give the total (a sum over a few rows instead of a count over the sessions) and
+    turn a modelAlias filter into the exact aliases it matches, which the listing indexes serve.
+    Only a time window needs a count of the sessions: the tallies know no start times.
+    """
+    windowed = f.started_after is not None or f.started_before is not None
+    tallied = bool(f.model_alias) or not windowed
+    async with db() as s:  # one connection for the tally and the page: a checkout costs a round trip
+        tally = await _tally(s, f) if tallied else {}
+        if tallied and not tally:  # nothing matches: the sessions need not be read at all
+            return [], 0
+        aliases = list(tally) if f.model_alias else None
+        if not windowed:
+            return await _page(s, f, aliases, sort, descending, page, size), sum(tally.values())
+    page_rows, total = await asyncio.gather(  # side by side, on two connections
+        _on_own_session(db, _page, f, aliases, sort, descending, page, size),
+        _on_own_session(db, _count, f, aliases),
+    )
     return page_rows, total
 
 
-async def _count(db: async_sessionmaker[AsyncSession], f: SessionFilter) -> int:
+async def _on_own_session(db: async_sessionmaker[AsyncSession], query: Callable[..., Awaitable[T]], *args: Any) -> T:
     async with db() as s:
-        return await s.scalar(_visible(select(func.count()).select_from(StreamSessionRow), f)) or 0
+        return await query(s, *args)
+
+
+async def _tally(s: AsyncSession, f: SessionFilter) -> dict[str, int]:
+    """Visible sessions per model alias matching every filter but the time window (none at 0)."""
+    t = StreamSessionTally
+    query = select(t.requested_model_alias, func.sum(t.visible)).group_by(t.requested_model_alias)
+    query = _owned_and_filtered(query, t, f).having(func.sum(t.visible) > 0)
+    if f.model_alias:  # partial and case-insensitive; % and _ in the filter are plain characters
+        escaped = f.model_alias.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = query.where(func.lower(t.requested_model_alias).like(f"%{escaped}%", escape="\\"))
+    return {alias: int(count) for alias, count in await s.execute(query)}
+
+
+async def _count(s: AsyncSession, f: SessionFilter, aliases: list[str] | None) -> int:
+    return await s.scalar(_visible(select(func.count()).select_from(StreamSessionRow), f, aliases)) or 0
 
 
 async def _page(
-    db: async_sessionmaker[AsyncSession], f: SessionFilter, sort: SortField, descending: bool, page: int, size: int
+    s: AsyncSession,
+    f: SessionFilter,
+    aliases: list[str] | None,
+    sort: SortField,
+    descending: bool,
+    page: int,
+    size: int,
 ) -> list[StreamSessionRow]:
     column = SORT_COLUMNS[sort]
     order = column.desc() if descending else column.asc()
     if column.nullable:  # a live session has not ended: it sorts as the latest end time
         order = order.nulls_first() if descending else order.nulls_last()
     tiebreak = StreamSessionRow.id.desc() if descending else StreamSessionRow.id.asc()
-    async with db() as s:
-        rows = await s.scalars(
-            _visible(select(StreamSessionRow), f).order_by(order, tiebreak).offset(page * size).limit(size)
-        )
-        return list(rows)
+    # The page's ids first, from the listing index alone; then only those rows. Otherwise
+    # PostgreSQL reads every row an OFFSET skips from the table (a deep page: thousands).
+    ids = _visible(select(StreamSessionRow.id), f, aliases).order_by(order, tiebreak)
+    ids = ids.offset(page * size).limit(size).subquery()
+    rows = await s.scalars(
+        select(StreamSessionRow).join(ids, StreamSessionRow.id == ids.c.id).order_by(order, tiebreak)
+    )
+    return list(rows)
 
 
 async def get_session(db: AsyncSession, session_id: uuid.UUID, tenant_id: uuid.UUID) -> StreamSessionRow | None:
