@@ -23,9 +23,9 @@ from lectern.auth.scopes import SESSIONS_WRITE
 from lectern.realtime.config import StreamConfig, VadSettings
 from lectern.realtime.errors import ErrorKind, StreamError
 from lectern.realtime.protocols.params import ParamError, QueryParams
-from lectern.realtime.protocols.sockets import NORMAL_CLOSE_CODES, client_info, close_quietly
+from lectern.realtime.protocols.sockets import client_info, close_quietly, disconnected
 from lectern.realtime.segment import Segment
-from lectern.realtime.session import AudioIn, ClientClosed, ClientEvent, CommitIn, StreamSession
+from lectern.realtime.session import AudioIn, ClientEvent, CommitIn, StreamSession
 from lectern.services import Services
 from lectern.speech.audio import AudioFormat
 from lectern.speech.models import resolve_model, serves_language
@@ -233,8 +233,8 @@ async def client_events(websocket: WebSocket, fmt: AudioFormat, max_chunk_bytes:
     first = True
     while True:
         message = await websocket.receive()
-        if message["type"] == "websocket.disconnect":
-            yield ClientClosed(normal=message.get("code", 1000) in NORMAL_CLOSE_CODES)
+        if closed := disconnected(message):
+            yield closed
             return
         text = message.get("text")
         if text is None:

@@ -27,7 +27,7 @@ from lectern.auth.scopes import SESSIONS_WRITE
 from lectern.realtime.config import StreamConfig, VadSettings
 from lectern.realtime.errors import ErrorKind, StreamError
 from lectern.realtime.protocols.params import ParamError, QueryParams
-from lectern.realtime.protocols.sockets import NORMAL_CLOSE_CODES, client_info, close_quietly
+from lectern.realtime.protocols.sockets import client_info, close_quietly, disconnected
 from lectern.realtime.segment import Segment
 from lectern.realtime.session import AudioIn, ClientClosed, ClientEvent, StreamSession
 from lectern.services import Services
@@ -227,8 +227,8 @@ async def client_events(websocket: WebSocket, decoder: OpusPacketDecoder | OggOp
     carry = b""  # a sample cut between two messages: SDKs send fixed-size byte chunks
     while True:
         received = await websocket.receive()
-        if received["type"] == "websocket.disconnect":
-            yield ClientClosed(normal=received.get("code", 1000) in NORMAL_CLOSE_CODES)
+        if closed := disconnected(received):
+            yield closed
             return
         data = received.get("bytes")
         if data == b"":

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from lectern.realtime.config import ClientInfo
+from lectern.realtime.session import ClientClosed
 
 # Close codes of a client that ended the connection on purpose (1005: closed without a code).
 NORMAL_CLOSE_CODES = (1000, 1001, 1005)
@@ -15,6 +18,13 @@ def client_info(websocket: WebSocket) -> ClientInfo:
         address=websocket.client.host if websocket.client else "",
         user_agent=websocket.headers.get("user-agent"),
     )
+
+
+def disconnected(message: dict[str, Any]) -> ClientClosed | None:
+    """The client's close as a core event, for an ASGI ``websocket.disconnect`` message."""
+    if message["type"] != "websocket.disconnect":
+        return None
+    return ClientClosed(normal=message.get("code", 1000) in NORMAL_CLOSE_CODES)
 
 
 async def close_quietly(websocket: WebSocket, code: int = 1000, reason: str = "") -> None:
