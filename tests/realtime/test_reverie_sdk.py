@@ -11,6 +11,8 @@ real time is in test_reverie_wire.py.
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +20,7 @@ import numpy as np
 import pytest
 import soxr
 from reverie_sdk import ReverieClient
+from reverie_sdk.services.asr import AudioStream
 from sqlalchemy import update
 
 from lectern.store.models import Tenant
@@ -437,3 +440,36 @@ def test_a_wrong_api_key_or_app_id_is_forbidden(server, api_key):
     [no_scope] = stt_stream(server, read_only, FOX.pcm)
     check_error(no_scope, 403, "Forbidden")
     assert "speech:sessions:write" in no_scope["message"], no_scope
+
+
+# -- 8. a live source (the SDK's AudioStream, as from a microphone) ----------------------------
+
+
+def test_a_live_stream_that_outlasts_its_timeout_ends_with_timeout(server, api_key):
+    # The SDK's AudioStream fed at real time, as a microphone callback would: fox, then silence
+    # for longer than timeout=2 (silence=10 keeps the pause from ending it first).
+    audio = FOX.pcm + silence(4.0)
+    stream = AudioStream()
+    chunk = 3200  # 100 ms
+
+    def microphone() -> None:
+        start = time.monotonic()
+        for offset in range(0, len(audio), chunk):
+            if not stream.streaming:  # the SDK stops the source once the stream has ended
+                return
+            stream.add_chunk(audio[offset : offset + chunk])
+            time.sleep(max(0.0, start + (offset + chunk) / 32000 - time.monotonic()))
+
+    feeder = threading.Thread(target=microphone, daemon=True)
+    feeder.start()
+    results = sdk(api_key).asr.stt_stream(
+        src_lang="en", bytes_or_stream=stream, secure=False, host=f"127.0.0.1:{server.port}", timeout=2, silence=10
+    )
+    messages = [as_dict(r) for r in results]
+    final = check_stream(messages, "timeout")
+    assert stream.streaming is False, "the SDK did not see the stream end"
+    heard = set(final["text"].split())
+    assert "quick" in heard and "dog" not in heard, final  # 2 s into the fox: its start, not its end
+    row = ended_row_sync(server, final["id"])
+    assert row["state"] == "FINISHED" and row["failure_reason"] is None, row
+    assert 0 < row["duration_ms"] <= 2500, row
