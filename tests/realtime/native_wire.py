@@ -8,9 +8,11 @@ finals whose indexes have no gaps, and the close code that ends each connection.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -391,3 +393,21 @@ def segment_count(srv: LecternServer, session_id: str) -> int:
 
 def is_token(value: Any) -> bool:
     return isinstance(value, str) and re.fullmatch(r"[A-Za-z0-9_\-]{16,}", value) is not None
+
+
+# -- server logs ------------------------------------------------------------------------------
+
+
+def server_log(srv: LecternServer) -> str:
+    path = srv.data_dir / "server.log"
+    return path.read_bytes().decode(errors="replace") if path.exists() else ""
+
+
+@contextlib.contextmanager
+def no_new_tracebacks(servers: list[LecternServer]) -> Iterator[None]:
+    """None of ``servers`` logs a traceback (an unhandled error) within the block."""
+    before = {id(s): len(server_log(s)) for s in servers}
+    yield
+    for srv in servers:
+        new = server_log(srv)[before.get(id(srv), 0):]
+        assert "Traceback" not in new and "Exception in ASGI application" not in new, new

@@ -40,6 +40,7 @@ from tests.realtime.native_wire import (
     ended_row,
     expect_refusal,
     ms_of,
+    no_new_tracebacks,
     open_native,
     read_until_closed,
     recv_message,
@@ -81,20 +82,12 @@ DEFAULT_CONFIG = {
 _watched: list[LecternServer] = []
 
 
-def _log(srv: LecternServer) -> str:
-    path = srv.data_dir / "server.log"
-    return path.read_bytes().decode(errors="replace") if path.exists() else ""
-
-
 @pytest.fixture(autouse=True)
 def no_tracebacks(make_server: Any) -> Iterator[None]:
     """No server a test talked to logged a traceback (an unhandled error) during it. Depends on
     ``make_server`` so that it runs before the servers a test started are stopped."""
-    before = {id(s): len(_log(s)) for s in _watched}
-    yield
-    for srv in _watched:
-        new = _log(srv)[before.get(id(srv), 0):]
-        assert "Traceback" not in new and "Exception in ASGI application" not in new, new
+    with no_new_tracebacks(_watched):
+        yield
 
 
 def _module_server(backend: str, tmp_path_factory: pytest.TempPathFactory, **settings: Any) -> Iterator[LecternServer]:

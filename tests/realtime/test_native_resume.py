@@ -40,6 +40,7 @@ from tests.realtime.native_wire import (
     expect_refusal,
     final_without_type,
     ms_of,
+    no_new_tracebacks,
     open_native,
     read_until_closed,
     recv_message,
@@ -66,19 +67,11 @@ PAUSE = silence(2.0)  # longer than the default 1.5 s endpoint: the VAD commits 
 _watched: list[LecternServer] = []
 
 
-def _log(srv: LecternServer) -> str:
-    path = srv.data_dir / "server.log"
-    return path.read_bytes().decode(errors="replace") if path.exists() else ""
-
-
 @pytest.fixture(autouse=True)
 def no_tracebacks(make_server: Any) -> Iterator[None]:
     """No server a test talked to logged a traceback during it (runs before make_server's stop)."""
-    before = {id(s): len(_log(s)) for s in _watched}
-    yield
-    for srv in _watched:
-        new = _log(srv)[before.get(id(srv), 0):]
-        assert "Traceback" not in new and "Exception in ASGI application" not in new, new
+    with no_new_tracebacks(_watched):
+        yield
 
 
 @pytest.fixture(scope="module")
