@@ -12,7 +12,10 @@ import shutil
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from lectern.settings import Settings
 
 CHUNK = 256 * 1024
 _MISSING = ("NoSuchKey", "404")  # GET's error code, and HEAD's (download_file), which has only the status
@@ -144,3 +147,12 @@ class S3BlobStore:
 
     async def delete(self, key: str) -> None:
         await asyncio.to_thread(self._client.delete_object, Bucket=self.bucket, Key=self._key(key))
+
+
+def blob_store(settings: "Settings") -> BlobStore:
+    """The configured store: an S3-compatible bucket when one is named, else the data dir."""
+    if settings.s3_bucket:
+        given = (("endpoint_url", settings.s3_endpoint_url), ("region_name", settings.s3_region))
+        options = {name: value for name, value in given if value}
+        return S3BlobStore(settings.s3_bucket, settings.s3_prefix, **options)
+    return LocalBlobStore(settings.blobs_dir)

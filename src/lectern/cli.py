@@ -1,8 +1,9 @@
-"""``lectern serve`` and ``lectern admin ...``."""
+"""``lectern serve``, ``lectern worker``, ``lectern transcribe`` and ``lectern admin ...``."""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -75,6 +76,36 @@ def serve(args: argparse.Namespace) -> None:
     )
 
 
+def worker(args: argparse.Namespace) -> None:
+    """Background work only (transcription jobs, webhooks, sweeps): no HTTP. Any number of these,
+    on any number of machines, share one PostgreSQL database and blob store."""
+    import asyncio
+
+    from lectern.jobs.runner import run_worker
+
+    settings = _settings(args)
+    if settings.resolved_job_workers == 0:
+        sys.exit("lectern worker: LECTERN_JOB_WORKERS is 0, so this worker would run no job")
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(run_worker(settings))
+
+
+def transcribe(args: argparse.Namespace) -> None:
+    import asyncio
+    from pathlib import Path
+
+    from lectern.transcribe_cli import run
+
+    settings = Settings()
+    workers = args.workers or settings.engine_workers
+    output_dir = Path(args.output_dir) if args.output_dir else None
+    show_progress = not args.quiet and sys.stderr.isatty()
+    status = asyncio.run(run([Path(p) for p in args.files], args.format, output_dir, args.server,
+                             args.api_key or os.environ.get("LECTERN_API_KEY"), workers, show_progress))
+    sys.exit(status)
+
+
 def create_key(args: argparse.Namespace) -> None:
     settings = _settings(args)
     _prepare_database(settings)
@@ -98,6 +129,22 @@ def build_parser() -> argparse.ArgumentParser:
     serve_parser.add_argument("--port", type=int, help="port (LECTERN_PORT, default 8000)")
     common(serve_parser)
     serve_parser.set_defaults(handler=serve)
+
+    worker_parser = commands.add_parser("worker", help="run transcription jobs and webhook deliveries, no HTTP")
+    common(worker_parser)
+    worker_parser.set_defaults(handler=worker)
+
+    t = commands.add_parser("transcribe", help="transcribe audio files, locally or through a server")
+    t.add_argument("files", nargs="+", metavar="FILE", help="audio files (WAV, FLAC, MP3, Ogg, M4A, WebM...)")
+    t.add_argument("-f", "--format", choices=("text", "srt", "vtt", "json"), default="text",
+                   help="text (default: printed), or srt / vtt / json files")
+    t.add_argument("-o", "--output-dir", help="write FILE's transcript here as <name>.<format> "
+                   "(default: beside FILE for srt/vtt/json; stdout for text)")
+    t.add_argument("--server", help="a Lectern server's base URL: transcribe there as jobs (default: locally)")
+    t.add_argument("--api-key", help="the server's API key (or LECTERN_API_KEY)")
+    t.add_argument("-j", "--workers", type=int, help="files at a time (default: one per core)")
+    t.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(handler=transcribe)
 
     admin = commands.add_parser("admin", help="administration").add_subparsers(dest="admin_command", required=True)
     key_parser = admin.add_parser("create-key", help="create an API key; the key is the last line printed")

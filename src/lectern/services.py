@@ -1,15 +1,21 @@
-"""The long-lived parts every request and stream uses, made once by the app's lifespan."""
+"""The long-lived parts every request, stream and job uses, made once per process."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from lectern.auth.jwt import JwtVerifier
+from lectern.blobs import BlobStore, blob_store
 from lectern.settings import Settings
 from lectern.speech.engines.pool import RecognizerPool
+from lectern.store import migrate
+from lectern.store.db import create_db_engine, session_factory
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,7 +24,27 @@ class Services:
     db: async_sessionmaker[AsyncSession]
     pool: RecognizerPool
     jwt: JwtVerifier
+    blobs: BlobStore
 
     @property
     def recordings_dir(self) -> Path:
         return self.settings.recordings_dir
+
+
+@contextlib.asynccontextmanager
+async def running_services(settings: Settings) -> AsyncIterator[Services]:
+    """Migrate the database, then hold the engine pool and the database engine open.
+
+    The pool starts in the background (loading models takes seconds): ``pool.ready`` says when.
+    """
+    await asyncio.to_thread(migrate.upgrade, settings.resolved_database_url)
+    engine = create_db_engine(settings.resolved_database_url)
+    pool = RecognizerPool(settings.engine_workers, settings.streams_per_worker)
+    starting = asyncio.create_task(pool.start(), name="pool-start")
+    try:
+        yield Services(settings=settings, db=session_factory(engine), pool=pool, jwt=JwtVerifier(settings),
+                       blobs=blob_store(settings))
+    finally:
+        starting.cancel()
+        await pool.close()
+        await engine.dispose()

@@ -45,6 +45,40 @@ class Settings(BaseSettings):
     lease_renew_seconds: float = Field(default=5.0, gt=0)
     sweep_interval_seconds: float = Field(default=5.0, gt=0)
 
+    # Files and batch transcription.
+    max_upload_bytes: int = Field(
+        default=1 << 30, gt=0, description="largest accepted upload, enforced while it streams"
+    )
+    s3_bucket: str | None = Field(default=None, description="keep file bytes in this S3-compatible bucket, "
+                                  "not in the data dir (credentials: the usual AWS_* variables)")
+    s3_prefix: str = ""
+    s3_endpoint_url: str | None = Field(default=None, description="e.g. a MinIO or Ceph endpoint")
+    s3_region: str | None = None
+    job_workers: int | None = Field(
+        default=None, ge=0, description="transcription jobs this process runs at once; "
+        "default: one per engine worker; 0: none (an API-only node)"
+    )
+    job_lease_seconds: float = Field(default=30.0, gt=0, description="a job whose worker is silent this long "
+                                     "is taken over")
+    job_heartbeat_seconds: float = Field(default=2.0, gt=0, description="lease renewal; also how soon a "
+                                         "worker elsewhere notices a cancel")
+    job_poll_seconds: float = Field(default=1.0, gt=0, description="how often an idle worker looks for jobs")
+    job_max_attempts: int = Field(default=3, ge=1, description="claims of one job (takeovers included) "
+                                  "before it fails")
+    purge_after_days: float = Field(default=30.0, gt=0, description="a deleted job's result is purged "
+                                    "this long after deletion")
+
+    # Webhooks (Standard Webhooks signatures; https only, no private addresses unless listed here).
+    webhook_allow_insecure_hosts: str = Field(
+        default="", description="comma-separated hosts that may use http and private addresses, "
+        "e.g. `127.0.0.1,localhost` for local development"
+    )
+    webhook_timeout_seconds: float = Field(default=15.0, gt=0)
+    webhook_retry_seconds: str = Field(
+        default="5,300,1800,7200,18000,36000,50400,72000,86400",
+        description="waits before each retry (Standard Webhooks' schedule); the delivery fails after the last",
+    )
+
     single_use_token_ttl_seconds: int = Field(default=900, gt=0)
     recording_download_bytes_per_second: int = Field(
         default=1 << 20, ge=0, description="bandwidth of one recording download; 0 for unlimited"
@@ -65,6 +99,19 @@ class Settings(BaseSettings):
     @property
     def recordings_dir(self) -> Path:
         return self.data_dir / "recordings"
+
+    @property
+    def blobs_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+    @property
+    def uploads_dir(self) -> Path:
+        """Uploads are spooled here (beside the blobs, so keeping one is a rename, not a copy)."""
+        return self.data_dir / "uploads"
+
+    @property
+    def resolved_job_workers(self) -> int:
+        return self.engine_workers if self.job_workers is None else self.job_workers
 
     @property
     def resolved_database_url(self) -> str:

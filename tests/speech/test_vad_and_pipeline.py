@@ -3,8 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from lectern.realtime.config import VadSettings
-from lectern.realtime.endpointing import VadEndpointer
+from lectern.speech.endpointing import VadSettings
+from lectern.speech.endpointing import VadEndpointer
 from lectern.speech.audio import AudioFormat
 from lectern.speech.engines.pocketsphinx import PocketSphinxEngine
 from lectern.speech.pipeline import StreamPipeline, StreamSpec

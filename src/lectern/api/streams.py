@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from lectern.api.deps import database, require, services
 from lectern.api.errors import ApiError, problem_responses
+from lectern.api.params import NO_CONTROL_CHARACTERS, Timestamp, instant
 from lectern.api.recording import recording_response
 from lectern.auth.principal import Principal
 from lectern.auth.scopes import SESSIONS_ADMIN, SESSIONS_DELETE, SESSIONS_READ
@@ -29,12 +30,6 @@ from lectern.store.sessions import LIVE_STATES
 router = APIRouter(prefix="/api/v1/speech-services/streams", tags=["Streaming Sessions"])
 
 SORT_PATTERN = r"^(startTime|endTime|durationMilliseconds|wordsCount|segmentCount)(,(asc|desc|ASC|DESC))?$"
-# ISO 8601 date or date-time, as text: pydantic's lax datetime would also take Unix numbers.
-ISO_8601 = (
-    r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])"
-    r"([Tt ]([01]\d|2[0-3]):[0-5]\d(:[0-5]\d(\.\d{1,6})?)?([Zz]|[+-](0\d|1[0-4]):?[0-5]\d)?)?$"
-)
-NO_CONTROL_CHARACTERS = r"^[^\x00-\x1f\x7f]*$"
 
 
 class SessionState(str, enum.Enum):
@@ -126,20 +121,6 @@ def segment_response(row: StreamSegmentRow) -> SpeechServiceSessionSegmentRespon
     )
 
 
-def _instant(value: str | None, parameter: str) -> datetime | None:
-    """An ISO 8601 timestamp in UTC; one without an offset is taken as UTC."""
-    if value is None:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("z", "Z"))
-        return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
-    except (ValueError, OverflowError):
-        raise ApiError(400, f"{parameter}: {value!r} is not an ISO 8601 timestamp in range", parameter) from None
-
-
-Timestamp = Annotated[str, Field(pattern=ISO_8601, json_schema_extra={"format": "date-time"})]
-
-
 def _session_id(raw: str) -> uuid.UUID:
     try:
         return uuid.UUID(raw)
@@ -205,8 +186,8 @@ async def list_sessions(
             user_id=None if caller.has(SESSIONS_ADMIN) else caller.user_id,
             state=state.value if state else None,
             model_alias=modelAlias,
-            started_after=_instant(startedAfter, "startedAfter"),
-            started_before=_instant(startedBefore, "startedBefore"),
+            started_after=instant(startedAfter, "startedAfter"),
+            started_before=instant(startedBefore, "startedBefore"),
             recording_requested=recordingRequested,
         ),
         sort=field,  # type: ignore[arg-type]

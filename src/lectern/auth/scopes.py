@@ -4,17 +4,23 @@ SESSIONS_READ = "speech:sessions:read"
 SESSIONS_WRITE = "speech:sessions:write"  # open realtime streams
 SESSIONS_DELETE = "speech:sessions:delete"
 SESSIONS_ADMIN = "speech:sessions:admin"  # read every session of the tenant
+FILES_READ = "speech:files:read"
+FILES_WRITE = "speech:files:write"
+FILES_DELETE = "speech:files:delete"
+TRANSCRIPTIONS_READ = "speech:transcriptions:read"
+TRANSCRIPTIONS_WRITE = "speech:transcriptions:write"
+TRANSCRIPTIONS_DELETE = "speech:transcriptions:delete"
 
 NORMAL_USER_SCOPES: tuple[str, ...] = (
     SESSIONS_READ,
     SESSIONS_WRITE,
     SESSIONS_DELETE,
-    "speech:files:read",
-    "speech:files:write",
-    "speech:files:delete",
-    "speech:transcriptions:read",
-    "speech:transcriptions:write",
-    "speech:transcriptions:delete",
+    FILES_READ,
+    FILES_WRITE,
+    FILES_DELETE,
+    TRANSCRIPTIONS_READ,
+    TRANSCRIPTIONS_WRITE,
+    TRANSCRIPTIONS_DELETE,
     "speech:summaries:read",
     "speech:summaries:write",
     "speech:summaries:delete",

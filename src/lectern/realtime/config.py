@@ -6,15 +6,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from lectern.speech.audio import AudioFormat
+from lectern.speech.endpointing import VadSettings
 from lectern.speech.models import ResolvedModel
-
-
-@dataclass(frozen=True, slots=True)
-class VadSettings:
-    threshold: float = 0.4
-    silence_seconds: float = 1.5
-    min_speech_ms: int = 100
-    min_silence_ms: int = 100
 
 
 @dataclass(frozen=True, slots=True)

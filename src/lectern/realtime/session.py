@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from lectern.auth.principal import Principal
 from lectern.realtime.config import ClientInfo, StreamConfig
-from lectern.realtime.endpointing import VadEndpointer
+from lectern.speech.endpointing import VadEndpointer
 from lectern.realtime.errors import ErrorKind, StreamError
 from lectern.realtime.outbox import Outbox, StreamEvents
 from lectern.realtime.recording import RecordingWriter

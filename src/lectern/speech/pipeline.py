@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnxruntime
@@ -14,6 +15,9 @@ import onnxruntime
 from lectern.speech.audio import ENGINE_RATE, AudioConverter, AudioFormat
 from lectern.speech.engines.base import Recognizer, Word
 from lectern.speech.vad import WINDOW_SECONDS, SileroVad
+
+if TYPE_CHECKING:
+    from lectern.speech.segmenter import SegmentRules
 
 # The recognizer utterance is settled at every pause inside a segment, so that a commit only
 # has to finish the words since the last pause: pocketsphinx's second pass costs ~2 % of the
@@ -36,6 +40,8 @@ class StreamSpec:
     format: AudioFormat
     keyterms: tuple[str, ...] = ()
     return_pcm: bool = False
+    partials: bool = True  # a batch job wants none: each costs a search of the lattice
+    segmenting: "SegmentRules | None" = None  # a batch job: the worker cuts segments itself
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +89,7 @@ class StreamPipeline:
                 self._settle()
         self._samples += len(pcm)
         texts = [w.text for w in self._settled]
-        if self._in_utterance:
+        if self._in_utterance and self._spec.partials:
             texts.append(self._recognizer.partial())
         return FeedResult(
             partial=" ".join(t for t in texts if t),

@@ -49,3 +49,16 @@ def display_text(text: str, punctuate: bool) -> str:
         shown = _PRONOUN_I.sub("I", shown)
         shown = shown[0].upper() + shown[1:] + "."
     return shown
+
+
+def as_sentence(text: str, capitalization: bool, punctuation: bool) -> str:
+    """A segment's words as a written sentence: the engine gives lower case and no punctuation,
+    so a capital opens it (and "i" is "I") and a full stop ends it, when asked for."""
+    if not text:
+        return text
+    if capitalization:
+        text = re.sub(r"\bi\b", "I", text)
+        text = text[0].upper() + text[1:]
+    if punctuation and text[-1] not in ".?!":
+        text += "."
+    return text

@@ -21,6 +21,7 @@ from typing import Any
 from lectern.speech.engines.base import Word
 from lectern.speech.engines import worker as worker_module
 from lectern.speech.pipeline import FeedResult, StreamSpec
+from lectern.speech.segmenter import RawSegment
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +175,18 @@ class StreamHandle:
         self._id = stream_id
         self._released = False
         self._opened = pool._call(worker, "open", stream_id, spec)
+
+    async def ready(self) -> None:
+        """The worker has opened the stream (an engine error surfaces here)."""
+        await self._opened
+
+    def segment(self, pcm: bytes) -> asyncio.Future[list[RawSegment]]:
+        """A batch stream's next block of audio (after ``ready``): the segments it closed. Not a
+        coroutine: the request is sent at once, so a job keeps several blocks in flight."""
+        return self._pool._call(self._worker, "segment", self._id, pcm)
+
+    def segment_end(self) -> asyncio.Future[list[RawSegment]]:
+        return self._pool._call(self._worker, "segment_end", self._id)
 
     async def feed(self, data: bytes) -> FeedResult:
         await self._opened

@@ -9,6 +9,7 @@ from typing import Any
 
 from lectern.speech.engines.base import Engine
 from lectern.speech.pipeline import StreamPipeline, StreamSpec
+from lectern.speech.segmenter import Segmenter
 from lectern.speech.vad import load_vad_model
 
 IDLE_POLL_SECONDS = 0.5
@@ -27,15 +28,18 @@ def serve(conn: Connection, engine_name: str, max_streams: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server process owns shutdown
     engine = create_engine(engine_name, max_streams)
     vad_model = load_vad_model()
-    pipelines: dict[int, StreamPipeline] = {}
+    pipelines: dict[int, StreamPipeline | Segmenter] = {}
 
     def handle(op: str, stream_id: int, arg: Any) -> Any:
         if op == "open":
             spec: StreamSpec = arg
-            pipelines[stream_id] = StreamPipeline(
-                spec, engine.recognizer(spec.keyterms, spec.format.sample_rate), vad_model
-            )
+            pipeline = StreamPipeline(spec, engine.recognizer(spec.keyterms, spec.format.sample_rate), vad_model)
+            pipelines[stream_id] = Segmenter(pipeline, spec.segmenting) if spec.segmenting else pipeline
             return None
+        if op == "segment":
+            return pipelines[stream_id].feed(arg)
+        if op == "segment_end":
+            return pipelines[stream_id].finish()
         if op == "feed":
             return pipelines[stream_id].feed(arg)
         if op == "drain":

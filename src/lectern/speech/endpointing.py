@@ -1,11 +1,21 @@
-"""VAD endpointing: when silence after speech ends a segment (commit_strategy=vad)."""
+"""VAD endpointing: when silence after speech ends a segment (a stream's commit_strategy=vad, and
+every batch transcription)."""
 
 from __future__ import annotations
 
-from lectern.realtime.config import VadSettings
+from dataclasses import dataclass
+
 from lectern.speech.vad import WINDOW_SECONDS
 
 _HYSTERESIS = 0.15  # as silero's own iterator: speech ends below threshold - 0.15
+
+
+@dataclass(frozen=True, slots=True)
+class VadSettings:
+    threshold: float = 0.4
+    silence_seconds: float = 1.5
+    min_speech_ms: int = 100
+    min_silence_ms: int = 100
 
 
 class VadEndpointer:

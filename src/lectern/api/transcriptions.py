@@ -1,0 +1,357 @@
+"""Transcriptions ``/api/v1/speech-services/transcriptions``: batch jobs over uploaded files, and
+finished streaming sessions turned into transcriptions.
+
+A caller sees their own jobs; another user's job in the tenant is 403, another tenant's does
+not exist (404). With ``fileId``, the list shows every job of that file to whoever may read it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, Depends, Query, Request, Response
+from fastapi.responses import PlainTextResponse
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from lectern.api.deps import database, require, services
+from lectern.api.errors import ApiError, problem_responses
+from lectern.api.params import Timestamp, instant
+from lectern.api.transcription_models import (
+    CreateTranscriptionRequest,
+    DiarizationOptions,
+    SpeechServiceTranscriptionListResponse,
+    SpeechServiceTranscriptionResponse,
+    SpeechServiceTranscriptionResult,
+    SpeechServiceWebhook,
+    TranscriptionOptions,
+    TranscriptionStatus,
+    job_response,
+    result_body,
+)
+from lectern.auth.principal import Principal
+from lectern.auth.scopes import (
+    SESSIONS_ADMIN,
+    SESSIONS_READ,
+    TRANSCRIPTIONS_DELETE,
+    TRANSCRIPTIONS_READ,
+    TRANSCRIPTIONS_WRITE,
+)
+from lectern.speech.models import resolve_model, serves_language
+from lectern.speech.subtitles import TimedText, TimedWord, to_srt, to_txt, to_vtt
+from lectern.speech.text import as_sentence
+from lectern.store import transcriptions as jobs
+from lectern.store.models import FileRow, StreamSessionRow, TranscriptionRow
+from lectern.store.sessions import LIVE_STATES
+from lectern.webhooks import allowed_hosts, check_webhook, signing_key
+
+router = APIRouter(prefix="/api/v1/speech-services/transcriptions", tags=["Transcriptions"])
+
+SORT_PATTERN = r"^(creationDate|completionDate|status)(,(asc|desc|ASC|DESC))?$"
+STATUS_LIST = r"^\s*[A-Z_]+\s*(,\s*[A-Z_]+\s*)*$"
+Format = Literal["json", "srt", "vtt", "txt"]
+_MEDIA = {"srt": "application/x-subrip", "vtt": "text/vtt", "txt": "text/plain"}
+
+
+# -- lookups -------------------------------------------------------------------------------------
+
+
+def _uuid(raw: str, what: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise ApiError(404, f"no {what} {raw!r}: ids are UUIDs", "id") from None
+
+
+async def _owned(db: AsyncSession, raw_id: str, caller: Principal) -> TranscriptionRow:
+    row = await jobs.get(db, _uuid(raw_id, "transcription"), caller.tenant_id)
+    if row is None:
+        raise ApiError(404, f"transcription {raw_id} not found")
+    if row.user_id != caller.user_id:
+        raise ApiError(403, "this transcription belongs to another user")
+    return row
+
+
+async def _readable_file(db: AsyncSession, file_id: uuid.UUID, caller: Principal, parameter: str) -> FileRow:
+    file = await db.get(FileRow, file_id)
+    if file is None or file.tenant_id != caller.tenant_id:
+        raise ApiError(404, f"file {file_id} not found", parameter)
+    if file.user_id != caller.user_id:
+        raise ApiError(403, "this file belongs to another user", parameter)
+    return file
+
+
+def webhook_config(webhook: SpeechServiceWebhook | None, request: Request) -> dict[str, Any] | None:
+    """A webhook as stored with the job, once its URL, headers and secret are acceptable (400 if not)."""
+    if webhook is None:
+        return None
+    try:
+        allowed = allowed_hosts(services(request).settings.webhook_allow_insecure_hosts)
+        check_webhook(webhook.url, webhook.headers, allowed)
+        if webhook.secret is not None:
+            signing_key(webhook.secret)
+    except ValueError as exc:  # WebhookRefused, or a malformed whsec_ secret
+        raise ApiError(400, f"webhook: {exc}", "webhook") from None
+    return webhook.model_dump()
+
+
+def job_values(caller: Principal, options: TranscriptionOptions, diarization: DiarizationOptions,
+                webhook: dict[str, Any] | None, source: str) -> dict[str, Any]:
+    if diarization.enabled:
+        raise ApiError(400, "diarization is not available on this server", "diarization.enabled")
+    language = options.language.defaultLanguageCode
+    if not serves_language(language):
+        raise ApiError(400, f"language {language!r} is not served: this server transcribes English (en) only",
+                       "transcription.language.defaultLanguageCode")
+    model = resolve_model(options.model)
+    return {
+        "tenant_id": caller.tenant_id,
+        "user_id": caller.user_id,
+        "source": source,
+        "requested_model": model.requested_alias,
+        "resolved_model_name": model.name,
+        "language_code": "en",
+        "options": {"punctuation": options.punctuation, "capitalization": options.capitalization},
+        "webhook": webhook,
+    }
+
+
+async def _result(db: AsyncSession, row: TranscriptionRow) -> SpeechServiceTranscriptionResult | None:
+    if row.status != TranscriptionStatus.COMPLETED.value or row.purged_at is not None:
+        return None
+    return result_body(row, list(await jobs.segments(db, row.id)))
+
+
+async def _response(request: Request, db: AsyncSession, row: TranscriptionRow) -> SpeechServiceTranscriptionResponse:
+    progress = request.app.state.jobs.progress(row.id) if row.status == TranscriptionStatus.IN_PROGRESS.value else None
+    return job_response(row, await _result(db, row), progress)
+
+
+# -- routes --------------------------------------------------------------------------------------
+
+
+@router.get("", summary="List Transcription Jobs", response_model=SpeechServiceTranscriptionListResponse,
+            responses=problem_responses(400, 401, 403, 404))
+async def list_transcriptions(
+    caller: Annotated[Principal, Depends(require(TRANSCRIPTIONS_READ))],
+    db: Annotated[AsyncSession, Depends(database)],
+    page: Annotated[int, Query(ge=0, le=1_000_000, description="Page number (zero-based).")] = 0,
+    size: Annotated[int, Query(ge=1, le=100, description="Page size (max 100).")] = 20,
+    status: Annotated[str | None, Query(max_length=200, pattern=STATUS_LIST, description=(
+        "Filter by status (comma-separated): PENDING, IN_PROGRESS, COMPLETED, FAILED, CANCELLED."))] = None,
+    fileId: Annotated[uuid.UUID | None, Query(
+        description="Transcriptions of this file: all of them, for anyone who may read the file.")] = None,
+    isDeleted: Annotated[bool, Query(description="Filter by deleted state.")] = False,
+    isPurged: Annotated[bool | None, Query(description="Filter by permanently deleted state.")] = None,
+    createdAfter: Annotated[Timestamp | None, Query()] = None,
+    createdBefore: Annotated[Timestamp | None, Query()] = None,
+    completedAfter: Annotated[Timestamp | None, Query()] = None,
+    completedBefore: Annotated[Timestamp | None, Query()] = None,
+    sort: Annotated[str, Query(pattern=SORT_PATTERN, description=(
+        "Sort field and direction. Allowed: creationDate, completionDate, status."))] = "creationDate,desc",
+) -> SpeechServiceTranscriptionListResponse:
+    """The caller's transcriptions, newest first by default; `result` is never included here."""
+    statuses = tuple(dict.fromkeys(s.strip() for s in status.split(","))) if status else ()
+    unknown = [s for s in statuses if s not in TranscriptionStatus.__members__]
+    if unknown:
+        raise ApiError(400, f"status: unknown value(s) {', '.join(unknown)}; allowed: "
+                       f"{', '.join(TranscriptionStatus.__members__)}", "status")
+    if fileId is not None:
+        await _readable_file(db, fileId, caller, "fileId")
+    field, _, direction = sort.partition(",")
+    descending = direction.lower() != "asc"
+    f = jobs.TranscriptionFilter(
+        tenant_id=caller.tenant_id,
+        user_id=None if fileId is not None else caller.user_id,
+        statuses=statuses,
+        file_id=fileId,
+        is_deleted=isDeleted,
+        is_purged=isPurged,
+        created_after=instant(createdAfter, "createdAfter"),
+        created_before=instant(createdBefore, "createdBefore"),
+        completed_after=instant(completedAfter, "completedAfter"),
+        completed_before=instant(completedBefore, "completedBefore"),
+    )
+    rows, total = await jobs.list_page(db, f, field, descending, page, size)  # type: ignore[arg-type]
+    filters = {"status": list(statuses) or None, "fileId": fileId, "isDeleted": isDeleted, "isPurged": isPurged,
+               "createdAfter": createdAfter, "createdBefore": createdBefore,
+               "completedAfter": completedAfter, "completedBefore": completedBefore}
+    return SpeechServiceTranscriptionListResponse(
+        transcriptions=[job_response(r) for r in rows], page=page, size=len(rows), total=total,
+        filters={k: v for k, v in filters.items() if v is not None},
+        sort={"field": field, "direction": "desc" if descending else "asc"},
+    )
+
+
+@router.post("", summary="Create Transcription Job", status_code=201,
+             response_model=SpeechServiceTranscriptionResponse, responses=problem_responses(400, 401, 403, 404, 409))
+async def create_transcription(
+    body: CreateTranscriptionRequest,
+    request: Request,
+    caller: Annotated[Principal, Depends(require(TRANSCRIPTIONS_WRITE))],
+    db: Annotated[AsyncSession, Depends(database)],
+) -> SpeechServiceTranscriptionResponse:
+    """From an uploaded file (`fileId`: queued, PENDING) or a finished streaming session
+    (`sessionId`: its segments are the result, COMPLETED at once)."""
+    if (body.fileId is None) == (body.sessionId is None):
+        raise ApiError(400, "give exactly one of fileId and sessionId", "fileId")
+    values = job_values(caller, body.transcription, body.diarization, webhook_config(body.webhook, request), "api")
+    if body.sessionId is not None:
+        return await _from_session(db, body.sessionId, caller, values, body.transcription)
+    file = await _readable_file(db, body.fileId, caller, "fileId")  # type: ignore[arg-type]
+    if file.deleted_at is not None:
+        raise ApiError(409, "the file has been deleted", "fileId")
+    row = await jobs.create(db, {**values, "file_id": file.id, "duration_seconds": file.duration_seconds})
+    request.app.state.jobs.wake()
+    return job_response(row)
+
+
+async def _from_session(db: AsyncSession, session_id: uuid.UUID, caller: Principal, values: dict[str, Any],
+                        options: TranscriptionOptions) -> SpeechServiceTranscriptionResponse:
+    if not caller.has(SESSIONS_READ):
+        raise ApiError(403, f"insufficient scope: reading a session needs {SESSIONS_READ}", "sessionId")
+    session = await db.get(StreamSessionRow, session_id)
+    if session is None or session.tenant_id != caller.tenant_id or session.deleted_at is not None:
+        raise ApiError(404, f"session {session_id} not found", "sessionId")
+    if session.user_id != caller.user_id and not caller.has(SESSIONS_ADMIN):
+        raise ApiError(403, "this session belongs to another user", "sessionId")
+    if session.state in LIVE_STATES:
+        raise ApiError(409, "the session is still streaming; transcribe it once it has ended", "sessionId")
+    if session.purged_at is not None:
+        raise ApiError(409, "the session's transcript has been purged", "sessionId")
+    values = {**values, "source": "session", "duration_seconds": session.duration_ms / 1000}
+
+    def text_of(transcript: str) -> str:
+        return as_sentence(transcript, options.capitalization, options.punctuation)
+
+    row = await jobs.create_from_session(db, values, session.id, text_of)
+    return job_response(row, await _result(db, row))
+
+
+@router.get("/{id}", summary="Get Transcription Job", response_model=SpeechServiceTranscriptionResponse,
+            responses=problem_responses(401, 403, 404))
+async def get_transcription(
+    id: str,
+    request: Request,
+    caller: Annotated[Principal, Depends(require(TRANSCRIPTIONS_READ))],
+    db: Annotated[AsyncSession, Depends(database)],
+) -> SpeechServiceTranscriptionResponse:
+    return await _response(request, db, await _owned(db, id, caller))
+
+
+@router.get(
+    "/{id}/result",
+    summary="Get Transcription Result",
+    response_model=SpeechServiceTranscriptionResult,
+    responses={
+        200: {"content": {"application/json": {}, **{m: {"schema": {"type": "string"}} for m in _MEDIA.values()}},
+              "description": "The result: JSON, or SubRip / WebVTT / plain text with `format`."},
+        **problem_responses(400, 401, 403, 404, 410),
+    },
+)
+async def get_result(
+    id: str,
+    caller: Annotated[Principal, Depends(require(TRANSCRIPTIONS_READ))],
+    db: Annotated[AsyncSession, Depends(database)],
+    format: Annotated[Format, Query(description="json (default), srt, vtt or txt.")] = "json",
+) -> Any:
+    row = await _owned(db, id, caller)
+    if row.purged_at is not None:
+        raise ApiError(410, "the result has been permanently deleted")
+    if row.status != TranscriptionStatus.COMPLETED.value:
+        raise ApiError(404, f"no result: the transcription is {row.status}")
+    segments = list(await jobs.segments(db, row.id))
+    if format == "json":
+        return result_body(row, segments)
+    timed = [TimedText(s.transcript, s.start_seconds, s.end_seconds,
+                       [TimedWord(w["word"], w["startSeconds"], w["endSeconds"]) for w in s.words])
+             for s in segments]
+    render = {"srt": to_srt, "vtt": to_vtt, "txt": to_txt}[format]
+    return PlainTextResponse(render(timed), media_type=_MEDIA[format])
+
+
+@router.put("/{id}/webhook", summary="Update Webhook", response_model=SpeechServiceTranscriptionResponse,
+            responses=problem_responses(400, 401, 403, 404, 409))
+async def update_webhook(
+    id: str,
+    webhook: Annotated[SpeechServiceWebhook, Body()],
+    request: Request,
+    caller: Annotated[Principal, Depends(require(TRANSCRIPTIONS_WRITE))],
+    db: Annotated[AsyncSession, Depends(database)],
+) -> SpeechServiceTranscriptionResponse:
+    """Set or replace the webhook of a pending or running job (409 once it has ended)."""
+    row = await _owned(db, id, caller)
+    try:
+        await jobs.set_webhook(db, row, webhook_config(webhook, request))
+    except jobs.Conflict as exc:
+        raise ApiError(409, str(exc)) from None
+    return await _response(request, db, row)
+
+
+@router.delete("/{id}/webhook", summary="Delete Webhook", status_code=204, response_class=Response,
+               responses=problem_responses(401, 403, 404, 409))
+async def delete_webhook(
+    id: str,
+    caller: Annotated[Principal, Depends(require(TRANSCRIPTIONS_WRITE))],
+    db: Annotated[AsyncSession, Depends(database)],
+) -> Response:
+    row = await _owned(db, id, caller)
+    try:
+        await jobs.set_webhook(db, row, None)
+    except jobs.Conflict as exc:
+        raise ApiError(409, str(exc)) from None
+    return Response(status_code=204)
+
+
+@router.post("/{id}/cancel", summary="Cancel Job", status_code=204, response_class=Response,
+             responses=problem_responses(401, 403, 404, 409))
+async def cancel_transcription(
+    id: str,
+    request: Request,
+    caller: Annotated[Principal, Depends(require(TRANSCRIPTIONS_WRITE))],
+    db: Annotated[AsyncSession, Depends(database)],
+) -> Response:
+    """Stops a running job promptly (at once on this node, within a heartbeat on another)."""
+    row = await _owned(db, id, caller)
+    try:
+        await jobs.cancel(db, row)
+    except jobs.Conflict as exc:
+        raise ApiError(409, str(exc)) from None
+    request.app.state.jobs.cancel(row.id)
+    return Response(status_code=204)
+
+
+@router.delete("/{id}", summary="Delete Job", status_code=204, response_class=Response,
+               responses=problem_responses(400, 401, 403, 404, 409))
+async def delete_transcription(
+    id: str,
+    request: Request,
+    caller: Annotated[Principal, Depends(require(TRANSCRIPTIONS_DELETE))],
+    db: Annotated[AsyncSession, Depends(database)],
+    purge: Annotated[bool, Query(description="Also delete the result and errors now, for good.")] = False,
+) -> Response:
+    """Hides the job; its result is purged when the retention period ends (or now with `purge=true`)."""
+    row = await _owned(db, id, caller)
+    retention = timedelta(days=services(request).settings.purge_after_days)
+    try:
+        await jobs.soft_delete(db, row, retention, purge)
+    except jobs.Conflict as exc:
+        raise ApiError(409, str(exc)) from None
+    return Response(status_code=204)
+
+
+@router.post("/{id}/purge", summary="Purge Job", status_code=204, response_class=Response,
+             responses=problem_responses(401, 403, 404, 409))
+async def purge_transcription(
+    id: str,
+    caller: Annotated[Principal, Depends(require(TRANSCRIPTIONS_DELETE))],
+    db: Annotated[AsyncSession, Depends(database)],
+) -> Response:
+    """Deletes a deleted job's result and errors for good, now."""
+    row = await _owned(db, id, caller)
+    try:
+        await jobs.purge(db, row)
+    except jobs.Conflict as exc:
+        raise ApiError(409, str(exc)) from None
+    return Response(status_code=204)

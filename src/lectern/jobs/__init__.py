@@ -1,0 +1,1 @@
+"""Background work claimed from database rows: any number of processes share it safely."""
