@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -20,12 +19,14 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from lectern.auth import keys
 from lectern.auth.principal import AuthError, Principal
 from lectern.auth.scopes import SESSIONS_WRITE
+from lectern.param_values import is_language_code
 from lectern.realtime.config import StreamConfig, VadSettings
 from lectern.realtime.errors import ErrorKind, StreamError
 from lectern.realtime.protocols.params import ParamError, QueryParams
 from lectern.realtime.protocols.sockets import client_info, close_quietly, disconnected
 from lectern.realtime.segment import Segment
 from lectern.realtime.session import AudioIn, ClientEvent, CommitIn, StreamSession
+from lectern.scribe_words import word_entries
 from lectern.services import Services
 from lectern.speech.audio import AudioFormat
 from lectern.speech.models import resolve_model, serves_language
@@ -36,7 +37,6 @@ AUDIO_FORMATS = {
 }
 MAX_KEYTERMS = 50
 MAX_KEYTERM_CHARS = 20
-_LANGUAGE = re.compile(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})?$")
 AUTH_FAILED = "You must be authenticated to use this endpoint."
 
 MESSAGE_TYPES = {
@@ -76,7 +76,7 @@ def parse_request(params: QueryParams, max_metadata_bytes: int) -> tuple[StreamC
     if legacy_rate is not None and legacy_rate != audio_format.sample_rate:
         raise ParamError(f"sample_rate {legacy_rate} does not match audio_format {audio_format_name}")
     language = params.one("language_code") or None
-    if language is not None and not _LANGUAGE.match(language):
+    if language is not None and not is_language_code(language):
         raise ParamError(f"language_code must be an ISO 639-1 or 639-3 code, not {language!r}")
     if not serves_language(language):
         raise ParamError(f"language_code {language!r} is not served: this server recognizes English (en) only")
@@ -106,7 +106,8 @@ def parse_request(params: QueryParams, max_metadata_bytes: int) -> tuple[StreamC
     filter_background_audio = params.boolean("filter_background_audio", False)
     metadata = params.json_object("metadata", max_metadata_bytes)
 
-    warnings = [f"{name} is not supported by this server and was ignored" for name in _UNSUPPORTED_LISTS if params.many(name)]
+    warnings = [f"{name} is not supported by this server and was ignored"
+                for name in _UNSUPPORTED_LISTS if params.many(name)]
     if filter_background_audio:
         warnings.append("filter_background_audio is not supported by this server and was ignored")
     if keepalive is not None:
@@ -170,27 +171,8 @@ async def authenticate(services: Services, websocket: WebSocket) -> Principal:
 
 
 def words_payload(segment: Segment) -> list[dict[str, Any]]:
-    """Word and spacing entries whose texts concatenate to the segment text."""
-    items: list[dict[str, Any]] = []
-    for i, word in enumerate(segment.words):
-        if i:
-            previous = segment.words[i - 1]
-            items.append({"text": " ", "start": previous.end, "end": max(word.start, previous.end),
-                          "type": "spacing", "speaker_id": None, "logprob": 0.0})
-        step = (word.end - word.start) / max(len(word.text), 1)
-        items.append({
-            "text": word.text,
-            "start": word.start,
-            "end": word.end,
-            "type": "word",
-            "speaker_id": None,
-            "logprob": round(word.logprob, 4),
-            "characters": [
-                {"text": ch, "start": round(word.start + k * step, 3), "end": round(word.start + (k + 1) * step, 3)}
-                for k, ch in enumerate(word.text)
-            ],
-        })
-    return items
+    """Word and spacing entries whose texts concatenate to the segment text; words carry characters."""
+    return word_entries(segment.words, word_characters=True, spacing_characters=False)
 
 
 class ScribeEvents:
@@ -272,7 +254,8 @@ def _parse_chunk(text: str, fmt: AudioFormat, max_chunk_bytes: int, first: bool)
     sample_rate = payload.get("sample_rate")
     if sample_rate is not None and sample_rate != fmt.sample_rate:
         raise StreamError(
-            ErrorKind.INPUT, f"sample_rate {sample_rate} does not match the session's {fmt.sample_rate} Hz audio_format."
+            ErrorKind.INPUT,
+            f"sample_rate {sample_rate} does not match the session's {fmt.sample_rate} Hz audio_format.",
         )
     previous_text = payload.get("previous_text")
     if previous_text is not None:

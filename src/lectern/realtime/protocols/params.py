@@ -6,13 +6,11 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from lectern.param_values import boolean as spelled_boolean
+
 
 class ParamError(ValueError):
     """A parameter value the client must fix; the message names the parameter."""
-
-
-_TRUE = {"true", "1", "yes", "on"}
-_FALSE = {"false", "0", "no", "off"}
 
 
 class QueryParams:
@@ -41,12 +39,10 @@ class QueryParams:
         raw = self.one(name)
         if raw is None or raw == "":
             return default
-        lowered = raw.strip().lower()
-        if lowered in _TRUE:
-            return True
-        if lowered in _FALSE:
-            return False
-        raise ParamError(f"{name} must be true or false, not {raw!r}")
+        value = spelled_boolean(raw)
+        if value is None:
+            raise ParamError(f"{name} must be true or false, not {raw!r}")
+        return value
 
     def number(self, name: str, default: float, low: float, high: float) -> float:
         raw = self.one(name)
