@@ -13,13 +13,14 @@ from lectern.api import (
     errors,
     files,
     health,
+    prompt_templates,
     streams,
     tokens,
     transcription_upload,
     transcriptions,
 )
 from lectern.api.uploads import remove_stale_spools
-from lectern.jobs.runner import JobRunner
+from lectern.jobs.runner import JobRunner, job_sources
 from lectern.realtime.protocols import elevenlabs, native, reverie
 from lectern.realtime.resume import ResumableStreams
 from lectern.services import running_services
@@ -34,7 +35,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         async with running_services(settings) as services:
             app.state.services = services
             app.state.resumable_streams = ResumableStreams()
-            app.state.jobs = runner = JobRunner(services, settings.resolved_job_workers)
+            app.state.jobs = runner = JobRunner(services, job_sources(settings))
             runner.start()
             try:
                 yield
@@ -55,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(files.router)
     app.include_router(transcription_upload.router)
     app.include_router(transcriptions.router)
+    app.include_router(prompt_templates.router)
     app.include_router(elevenlabs_batch.router)
     app.add_api_websocket_route("/v1/speech-to-text/realtime", elevenlabs.realtime_endpoint)
     app.add_api_websocket_route("/stream", reverie.stream_endpoint)

@@ -79,6 +79,18 @@ class Settings(BaseSettings):
         description="waits before each retry (Standard Webhooks' schedule); the delivery fails after the last",
     )
 
+    # Summaries: an OpenAI-compatible server (vLLM, Ollama, llama.cpp...) when configured, else the
+    # embedded extractive summarizer.
+    llm_base_url: str | None = Field(default=None, description="e.g. http://127.0.0.1:11434/v1")
+    llm_model: str | None = None
+    llm_api_key: str | None = None
+    llm_context_tokens: int = Field(default=8192, ge=512, description="the model's context window; longer "
+                                    "transcripts are summarized in parts, then the parts' summaries")
+    llm_timeout_seconds: float = Field(default=120.0, gt=0)
+    llm_max_retries: int = Field(default=3, ge=0)
+    summary_retention_days: float = Field(default=30.0, gt=0, description="a deleted summary's result is "
+                                          "purged this long after deletion")
+
     single_use_token_ttl_seconds: int = Field(default=900, gt=0)
     recording_download_bytes_per_second: int = Field(
         default=1 << 20, ge=0, description="bandwidth of one recording download; 0 for unlimited"

@@ -39,8 +39,9 @@ from lectern.jobs.transcription import AUDIO_DECODING_FAILED, FILE_NOT_FOUND
 from lectern.services import Services
 from lectern.speech.decode import UnsupportedAudio
 from lectern.store import files as file_store
+from lectern.store import job_lifecycle as lifecycle
 from lectern.store import transcriptions as jobs
-from lectern.store.models import FileRow, TranscriptionRow, TranscriptionSegmentRow
+from lectern.store.batch_models import FileRow, TranscriptionRow, TranscriptionSegmentRow
 
 log = logging.getLogger(__name__)
 
@@ -212,8 +213,8 @@ async def _cancel(request: Request, services: Services, job_id: uuid.UUID, calle
         async with services.db() as s:
             row = await jobs.get(s, job_id, caller.tenant_id)
             if row is not None and row.status not in TERMINAL:
-                await jobs.cancel(s, row)
-    except jobs.Conflict:  # it ended meanwhile
+                await lifecycle.cancel(s, jobs.KIND, row)
+    except lifecycle.Conflict:  # it ended meanwhile
         pass
     except Exception:
         log.exception("could not cancel transcription %s after its client left", job_id)
@@ -228,7 +229,7 @@ async def _forget(services: Services, job_id: uuid.UUID, caller: Principal, file
             row = await jobs.get(s, job_id, caller.tenant_id)
             if row is not None and row.status in TERMINAL:
                 retention = timedelta(days=services.settings.purge_after_days)
-                await jobs.soft_delete(s, row, retention, purge_now=True)
+                await lifecycle.soft_delete(s, jobs.KIND, row, retention, purge_now=True)
             stored = await file_store.get_file(s, file.id, caller.tenant_id)
             if stored is not None:
                 await file_store.delete_file(services, s, stored)

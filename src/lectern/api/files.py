@@ -41,7 +41,7 @@ from lectern.auth.principal import Principal
 from lectern.auth.scopes import FILES_DELETE, FILES_READ, FILES_WRITE
 from lectern.speech.decode import UnsupportedAudio
 from lectern.store import files as store
-from lectern.store.models import FileRow
+from lectern.store.batch_models import FileRow
 
 router = APIRouter(prefix="/api/v1/speech-services/files", tags=["Files"])
 

@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 from lectern.scribe_words import word_entries
 from lectern.speech.subtitles import TimedText, TimedWord, to_srt, to_txt
 from lectern.speech.text import as_sentence, remove_disfluencies
-from lectern.store.models import FileRow, TranscriptionRow, TranscriptionSegmentRow
+from lectern.store.batch_models import FileRow, TranscriptionRow, TranscriptionSegmentRow
 
 if TYPE_CHECKING:
     from lectern.api.scribe_form import ScribeRequest

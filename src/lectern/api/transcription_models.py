@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from lectern.store.models import TranscriptionRow, TranscriptionSegmentRow
+from lectern.store.batch_models import TranscriptionRow, TranscriptionSegmentRow
 
 
 class TranscriptionStatus(str, enum.Enum):

@@ -41,8 +41,10 @@ from lectern.auth.scopes import (
 from lectern.speech.models import resolve_model, serves_language
 from lectern.speech.subtitles import TimedText, TimedWord, to_srt, to_txt, to_vtt
 from lectern.speech.text import as_sentence
+from lectern.store import job_lifecycle as lifecycle
 from lectern.store import transcriptions as jobs
-from lectern.store.models import FileRow, StreamSessionRow, TranscriptionRow
+from lectern.store.batch_models import FileRow, TranscriptionRow
+from lectern.store.models import StreamSessionRow
 from lectern.store.sessions import LIVE_STATES
 from lectern.webhooks import allowed_hosts, check_webhook, signing_key
 
@@ -124,7 +126,8 @@ async def _result(db: AsyncSession, row: TranscriptionRow) -> SpeechServiceTrans
 
 
 async def _response(request: Request, db: AsyncSession, row: TranscriptionRow) -> SpeechServiceTranscriptionResponse:
-    progress = request.app.state.jobs.progress(row.id) if row.status == TranscriptionStatus.IN_PROGRESS.value else None
+    job = request.app.state.jobs.job(row.id)  # running here: its progress is finer than the stored figure
+    progress = job.transcription.position if job is not None and job.transcription is not None else None
     return job_response(row, await _result(db, row), progress)
 
 
@@ -283,8 +286,8 @@ async def update_webhook(
     """Set or replace the webhook of a pending or running job (409 once it has ended)."""
     row = await _owned(db, id, caller)
     try:
-        await jobs.set_webhook(db, row, webhook_config(webhook, request))
-    except jobs.Conflict as exc:
+        await lifecycle.set_webhook(db, jobs.KIND, row, webhook_config(webhook, request))
+    except lifecycle.Conflict as exc:
         raise ApiError(409, str(exc)) from None
     return await _response(request, db, row)
 
@@ -298,8 +301,8 @@ async def delete_webhook(
 ) -> Response:
     row = await _owned(db, id, caller)
     try:
-        await jobs.set_webhook(db, row, None)
-    except jobs.Conflict as exc:
+        await lifecycle.set_webhook(db, jobs.KIND, row, None)
+    except lifecycle.Conflict as exc:
         raise ApiError(409, str(exc)) from None
     return Response(status_code=204)
 
@@ -315,8 +318,8 @@ async def cancel_transcription(
     """Stops a running job promptly (at once on this node, within a heartbeat on another)."""
     row = await _owned(db, id, caller)
     try:
-        await jobs.cancel(db, row)
-    except jobs.Conflict as exc:
+        await lifecycle.cancel(db, jobs.KIND, row)
+    except lifecycle.Conflict as exc:
         raise ApiError(409, str(exc)) from None
     request.app.state.jobs.cancel(row.id)
     return Response(status_code=204)
@@ -335,8 +338,8 @@ async def delete_transcription(
     row = await _owned(db, id, caller)
     retention = timedelta(days=services(request).settings.purge_after_days)
     try:
-        await jobs.soft_delete(db, row, retention, purge)
-    except jobs.Conflict as exc:
+        await lifecycle.soft_delete(db, jobs.KIND, row, retention, purge)
+    except lifecycle.Conflict as exc:
         raise ApiError(409, str(exc)) from None
     return Response(status_code=204)
 
@@ -351,7 +354,7 @@ async def purge_transcription(
     """Deletes a deleted job's result and errors for good, now."""
     row = await _owned(db, id, caller)
     try:
-        await jobs.purge(db, row)
-    except jobs.Conflict as exc:
+        await lifecycle.purge(db, jobs.KIND, row)
+    except lifecycle.Conflict as exc:
         raise ApiError(409, str(exc)) from None
     return Response(status_code=204)

@@ -10,6 +10,7 @@ FILES_DELETE = "speech:files:delete"
 TRANSCRIPTIONS_READ = "speech:transcriptions:read"
 TRANSCRIPTIONS_WRITE = "speech:transcriptions:write"
 TRANSCRIPTIONS_DELETE = "speech:transcriptions:delete"
+PROMPTS_ADMIN = "ai:prompts:admin"  # tenant-wide prompt templates, assignments for other users; not a default
 
 NORMAL_USER_SCOPES: tuple[str, ...] = (
     SESSIONS_READ,

@@ -1,9 +1,9 @@
 """JobRunner: the background work of one process (``lectern serve`` in-process, or ``lectern worker``).
 
-It claims transcription jobs while it has recognizer slots to run them, delivers webhooks, ends
-streams and fails jobs whose node died, and purges deleted results when their retention runs out.
-Everything is claimed from the database, so any number of runners on any number of machines
-share the work.
+It claims jobs while it has room to run them (a transcription needs a free recognizer), delivers
+webhooks, ends streams and fails jobs whose node died, and purges deleted results when their
+retention runs out. Everything is claimed from the database, so any number of runners on any
+number of machines share the work.
 """
 
 from __future__ import annotations
@@ -15,30 +15,53 @@ import os
 import signal
 import socket
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from lectern.jobs import queue
-from lectern.jobs.transcription import TranscriptionJob, fail_abandoned
+from lectern.jobs.claimed import ClaimedJob, fail_abandoned
+from lectern.jobs.transcription import WORKER_LOST, TranscriptionJob
 from lectern.services import Services, running_services
 from lectern.settings import Settings
+from lectern.store import job_lifecycle as lifecycle
 from lectern.store import sessions as session_rows
-from lectern.store import transcriptions as jobs
-from lectern.store.models import TranscriptionRow
 from lectern.webhooks import run_delivery_loop
 
 log = logging.getLogger(__name__)
 
+
+@dataclass(frozen=True, slots=True)
+class JobSource:
+    """One kind of job this runner claims: how many at once, and whether it can start one now."""
+
+    job: type[ClaimedJob]
+    slots: int
+    can_start: Callable[[Services], bool]
+
+
+def _recognizer_free(services: Services) -> bool:
+    # A job needs a recognizer: claim only when one is free, so that a claimed job never waits for
+    # a slot while another worker could have run it.
+    pool = services.pool
+    return pool.ready and pool.active_streams < pool.capacity
+
+
+def job_sources(settings: Settings) -> list[JobSource]:
+    return [JobSource(TranscriptionJob, settings.resolved_job_workers, _recognizer_free)]
+
+
 class JobRunner:
-    def __init__(self, services: Services, slots: int) -> None:
+    def __init__(self, services: Services, sources: list[JobSource]) -> None:
         self._services = services
-        self._slots = slots
+        self._sources = [source for source in sources if source.slots > 0]
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._running: dict[uuid.UUID, tuple[TranscriptionJob, asyncio.Task[None]]] = {}
+        self._running: dict[uuid.UUID, tuple[ClaimedJob, asyncio.Task[None]]] = {}
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
-        if self._slots:
-            self._tasks.append(asyncio.create_task(self._claim_loop(), name="job-claims"))
+        for source in self._sources:
+            self._tasks.append(asyncio.create_task(self._claim_loop(source), name=f"claims-{source.job.kind.noun}"))
         self._tasks.append(asyncio.create_task(self._sweep_loop(), name="job-sweeps"))
         self._tasks.append(asyncio.create_task(run_delivery_loop(self._services.db, self._services.settings),
                                                name="webhook-deliveries"))
@@ -54,11 +77,10 @@ class JobRunner:
             running[0].stop()
             running[1].cancel()
 
-    def progress(self, job_id: uuid.UUID) -> float | None:
-        """Seconds of audio recognized so far, when the job runs here (finer than the stored figure)."""
+    def job(self, job_id: uuid.UUID) -> ClaimedJob | None:
+        """The job, when it runs in this process (for progress finer than the stored figure)."""
         running = self._running.get(job_id)
-        transcription = running[0].transcription if running else None
-        return transcription.position if transcription else None
+        return running[0] if running else None
 
     async def close(self) -> None:
         """Stop, giving running jobs back so that another worker (or this one, restarted) resumes them."""
@@ -70,57 +92,56 @@ class JobRunner:
         await asyncio.gather(*self._tasks, *(task for _, task in running), return_exceptions=True)
         for job, _ in running:
             with contextlib.suppress(Exception):
-                async with self._services.db() as s:
-                    await queue.release(s, TranscriptionRow, job.id, self.worker_id)
+                await job.release()
 
-    async def _claim_loop(self) -> None:
+    async def _claim_loop(self, source: JobSource) -> None:
         settings = self._services.settings
-        pool = self._services.pool
+        table = source.job.kind.table
         while True:
             try:
-                # A job needs a recognizer: claim only when one is free, so that a claimed job never
-                # waits for a slot while another worker could have run it.
-                free = pool.ready and len(self._running) < self._slots and pool.active_streams < pool.capacity
-                job = None
-                if free:
+                mine = sum(1 for job, _ in self._running.values() if isinstance(job, source.job))
+                row = None
+                if mine < source.slots and source.can_start(self._services):
                     async with self._services.db() as s:
-                        job = await queue.claim(s, TranscriptionRow, self.worker_id, settings.job_lease_seconds,
+                        row = await queue.claim(s, table, self.worker_id, settings.job_lease_seconds,
                                                 settings.job_max_attempts)
-                if job is not None:
-                    self._run(job)
+                if row is not None:
+                    self._run(source.job(self._services, row, self.worker_id))
                     continue
             except Exception:
-                log.exception("claiming a job failed")
+                log.exception("claiming a %s failed", source.job.kind.noun)
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(settings.job_poll_seconds):
                     await self._wake.wait()
 
-    def _run(self, row: TranscriptionRow) -> None:
-        job = TranscriptionJob(self._services, row, self.worker_id)
-        task = asyncio.create_task(job.run(), name=f"transcription-{row.id}")
-        self._running[row.id] = (job, task)
+    def _run(self, job: ClaimedJob) -> None:
+        task = asyncio.create_task(job.run(), name=f"{job.kind.noun}-{job.id}")
+        self._running[job.id] = (job, task)
 
         def done(_: asyncio.Task[None]) -> None:
-            self._running.pop(row.id, None)
-            self._wake.set()  # a slot is free
+            self._running.pop(job.id, None)
+            self._wake.set()  # room for another
 
         task.add_done_callback(done)
 
     async def _sweep_loop(self) -> None:
+        services = self._services
         while True:
             try:
-                ended = await session_rows.fail_lapsed(self._services.db)
+                ended = await session_rows.fail_lapsed(services.db)
                 if ended:
                     log.warning("ended %d stream(s) whose server stopped renewing their lease", ended)
-                failed = await fail_abandoned(self._services)
-                if failed:
-                    log.warning("failed %d transcription(s) whose workers kept stopping", failed)
-                async with self._services.db() as s:
-                    await jobs.purge_due(s)
+                for source in self._sources or job_sources(services.settings):
+                    kind = source.job.kind
+                    failed = await fail_abandoned(services, kind, WORKER_LOST)
+                    if failed:
+                        log.warning("failed %d %s job(s) whose workers kept stopping", failed, kind.noun)
+                    async with services.db() as s:
+                        await lifecycle.purge_due(s, kind)
             except Exception:
                 log.exception("job sweep failed")
-            await asyncio.sleep(self._services.settings.sweep_interval_seconds)
+            await asyncio.sleep(services.settings.sweep_interval_seconds)
 
 
 async def run_worker(settings: Settings) -> None:
@@ -130,9 +151,9 @@ async def run_worker(settings: Settings) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     async with running_services(settings) as services:
-        runner = JobRunner(services, settings.resolved_job_workers)
+        runner = JobRunner(services, job_sources(settings))
         runner.start()
-        log.info("worker %s running %d job(s) at a time", runner.worker_id, settings.resolved_job_workers)
+        log.info("worker %s started", runner.worker_id)
         try:
             await stop.wait()
         finally:

@@ -19,7 +19,8 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from lectern.speech.decode import probe
-from lectern.store.models import FileRow, TranscriptionRow, utcnow
+from lectern.store.batch_models import FileRow, TranscriptionRow
+from lectern.store.models import utcnow
 
 if TYPE_CHECKING:
     from lectern.api.uploads import Upload

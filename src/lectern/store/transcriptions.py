@@ -1,24 +1,22 @@
-"""Transcription jobs as the API manages them: create, list, cancel, delete, purge, webhooks.
-
-State changes are conditional UPDATEs, so a request racing a worker (a cancel while the job
-completes) changes the row once, and the loser is told (a 409), never silently overruled. Every
-terminal change queues its webhook event in the same transaction.
-"""
+"""Transcription jobs as the API reads and makes them; cancel, delete, purge and webhooks are
+``job_lifecycle``'s, with ``KIND`` saying what a transcription's content is."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Literal
 
 from sqlalchemy import Select, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from lectern.jobs.queue import CANCELLED, COMPLETED, IN_PROGRESS, PENDING, TERMINAL
-from lectern.store.models import StreamSegmentRow, TranscriptionRow, TranscriptionSegmentRow, utcnow
-from lectern.webhooks import enqueue
+from lectern.jobs.queue import COMPLETED, PENDING
+from lectern.store import job_lifecycle
+from lectern.store.job_lifecycle import JobKind
+from lectern.store.batch_models import TranscriptionRow, TranscriptionSegmentRow
+from lectern.store.models import StreamSegmentRow, utcnow
 
 SORT_COLUMNS = {
     "creationDate": TranscriptionRow.created_at,
@@ -26,10 +24,6 @@ SORT_COLUMNS = {
     "status": TranscriptionRow.status,
 }
 SortField = Literal["creationDate", "completionDate", "status"]
-
-
-class Conflict(Exception):
-    """The job is not in a state that allows the change; the message says why (a 409)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,11 +53,17 @@ def event_data(row: TranscriptionRow) -> dict[str, Any]:
     }
 
 
+async def _purge_content(s: AsyncSession, job_id: uuid.UUID) -> None:
+    await s.execute(delete(TranscriptionSegmentRow).where(TranscriptionSegmentRow.transcription_id == job_id))
+    await s.execute(update(TranscriptionRow).where(TranscriptionRow.id == job_id).values(text=None)
+                    .execution_options(synchronize_session=False))
+
+
+KIND = JobKind(table=TranscriptionRow, noun="transcription", event_data=event_data, purge_content=_purge_content)
+
+
 def queue_event(s: AsyncSession, row: TranscriptionRow) -> None:
-    """The terminal event of ``row`` (already in its final state), when it has a webhook."""
-    if row.webhook:
-        enqueue(s, tenant_id=row.tenant_id, resource_id=row.id, event_type=f"transcription.{row.status.lower()}",
-                data=event_data(row), webhook=row.webhook)
+    job_lifecycle.queue_event(s, KIND, row)
 
 
 async def create(s: AsyncSession, values: dict[str, Any]) -> TranscriptionRow:
@@ -146,77 +146,4 @@ async def segments(s: AsyncSession, job_id: uuid.UUID) -> Sequence[Transcription
     return (await s.scalars(select(TranscriptionSegmentRow).where(TranscriptionSegmentRow.transcription_id == job_id)
                             .order_by(TranscriptionSegmentRow.segment_index))).all()
 
-
-async def _change(s: AsyncSession, row: TranscriptionRow, allowed: Sequence[str], conflict: str,
-                  **values: Any) -> None:
-    """Update ``row`` if it is still in one of the ``allowed`` statuses (it may have moved since it was read)."""
-    t = TranscriptionRow
-    result = await s.execute(update(t).where(t.id == row.id, t.status.in_(allowed)).values(**values)
-                             .execution_options(synchronize_session=False))
-    if not result.rowcount:
-        await s.rollback()
-        raise Conflict(conflict)
-    await s.refresh(row)
-
-
-async def cancel(s: AsyncSession, row: TranscriptionRow) -> None:
-    await _change(s, row, (PENDING, IN_PROGRESS), "the transcription has already ended and cannot be cancelled",
-                  status=CANCELLED, completed_at=utcnow(), worker_id=None, lease_expires_at=None)
-    queue_event(s, row)
-    await s.commit()
-
-
-async def set_webhook(s: AsyncSession, row: TranscriptionRow, webhook: dict[str, Any] | None) -> None:
-    await _change(s, row, (PENDING, IN_PROGRESS),
-                  "the transcription has ended: its webhook has been sent (or there was none) and cannot change",
-                  webhook=webhook)
-    await s.commit()
-
-
-async def soft_delete(s: AsyncSession, row: TranscriptionRow, retention: timedelta, purge_now: bool) -> None:
-    if row.status not in TERMINAL:
-        raise Conflict("the transcription is still running: cancel it first")
-    if row.deleted_at is not None:
-        raise Conflict("the transcription is already deleted")
-    now = utcnow()
-    t = TranscriptionRow
-    result = await s.execute(update(t).where(t.id == row.id, t.deleted_at.is_(None))
-                             .values(deleted_at=now, purge_at=now + retention)
-                             .execution_options(synchronize_session=False))
-    if not result.rowcount:
-        await s.rollback()
-        raise Conflict("the transcription is already deleted")
-    if purge_now:
-        await _purge_content(s, row.id, now)
-    await s.commit()
-    await s.refresh(row)
-
-
-async def purge(s: AsyncSession, row: TranscriptionRow) -> None:
-    if row.deleted_at is None:
-        raise Conflict("only a deleted transcription can be purged: delete it first")
-    if row.purged_at is not None:
-        raise Conflict("the transcription has already been purged")
-    await _purge_content(s, row.id, utcnow())
-    await s.commit()
-    await s.refresh(row)
-
-
-async def _purge_content(s: AsyncSession, job_id: uuid.UUID, now: datetime) -> None:
-    """The result and the errors go for good; the row stays (status, times, counts) for audit and quota."""
-    await s.execute(delete(TranscriptionSegmentRow).where(TranscriptionSegmentRow.transcription_id == job_id))
-    t = TranscriptionRow
-    await s.execute(update(t).where(t.id == job_id).values(purged_at=now, purge_at=None, text=None, errors=None)
-                    .execution_options(synchronize_session=False))
-
-
-async def purge_due(s: AsyncSession, limit: int = 100) -> int:
-    """Purge deleted jobs whose retention has run out (the sweeper's part)."""
-    t = TranscriptionRow
-    ids = list(await s.scalars(select(t.id).where(t.purge_at <= utcnow(), t.purged_at.is_(None)).limit(limit)
-                               .with_for_update(skip_locked=True)))
-    for job_id in ids:
-        await _purge_content(s, job_id, utcnow())
-    await s.commit()
-    return len(ids)
 

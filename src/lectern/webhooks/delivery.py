@@ -26,7 +26,8 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from lectern.settings import Settings
-from lectern.store.models import WebhookDeliveryRow, utcnow
+from lectern.store.batch_models import WebhookDeliveryRow
+from lectern.store.models import utcnow
 from lectern.webhooks.guard import GuardedTransport, WebhookRefused, allowed_hosts, check_webhook
 from lectern.webhooks.signing import sign
 

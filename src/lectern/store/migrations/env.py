@@ -3,6 +3,7 @@ from __future__ import annotations
 from alembic import context
 
 from lectern.store.db import create_sync_engine
+from lectern.store import batch_models  # noqa: F401  (its tables belong to the metadata)
 from lectern.store.models import Base
 
 config = context.config
