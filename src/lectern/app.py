@@ -15,6 +15,7 @@ from lectern.api import (
     health,
     prompt_templates,
     streams,
+    summaries,
     tokens,
     transcription_upload,
     transcriptions,
@@ -58,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(transcriptions.router)
     app.include_router(prompt_templates.router)
     app.include_router(elevenlabs_batch.router)
+    app.include_router(summaries.router)
     app.add_api_websocket_route("/v1/speech-to-text/realtime", elevenlabs.realtime_endpoint)
     app.add_api_websocket_route("/stream", reverie.stream_endpoint)
     app.add_api_websocket_route("/api/v1/speech-services/stream", native.stream_endpoint)

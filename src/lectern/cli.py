@@ -84,8 +84,8 @@ def worker(args: argparse.Namespace) -> None:
     from lectern.jobs.runner import run_worker
 
     settings = _settings(args)
-    if settings.resolved_job_workers == 0:
-        sys.exit("lectern worker: LECTERN_JOB_WORKERS is 0, so this worker would run no job")
+    if settings.resolved_job_workers == 0 and settings.summary_workers == 0:
+        sys.exit("lectern worker: LECTERN_JOB_WORKERS and LECTERN_SUMMARY_WORKERS are 0: this worker would run no job")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     asyncio.run(run_worker(settings))

@@ -16,6 +16,7 @@ from lectern.settings import Settings
 from lectern.speech.engines.pool import RecognizerPool
 from lectern.store import migrate
 from lectern.store.db import create_db_engine, session_factory
+from lectern.summarize import Summarizer, summarizer_from_settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +26,7 @@ class Services:
     pool: RecognizerPool
     jwt: JwtVerifier
     blobs: BlobStore
+    summarizer: Summarizer
 
     @property
     def recordings_dir(self) -> Path:
@@ -33,7 +35,7 @@ class Services:
 
 @contextlib.asynccontextmanager
 async def running_services(settings: Settings) -> AsyncIterator[Services]:
-    """Migrate the database, then hold the engine pool and the database engine open.
+    """Migrate the database, then hold the engine pool, the database engine and the summarizer open.
 
     The pool starts in the background (loading models takes seconds): ``pool.ready`` says when.
     """
@@ -41,10 +43,12 @@ async def running_services(settings: Settings) -> AsyncIterator[Services]:
     engine = create_db_engine(settings.resolved_database_url)
     pool = RecognizerPool(settings.engine_workers, settings.streams_per_worker)
     starting = asyncio.create_task(pool.start(), name="pool-start")
+    summarizer = summarizer_from_settings(settings)
     try:
         yield Services(settings=settings, db=session_factory(engine), pool=pool, jwt=JwtVerifier(settings),
-                       blobs=blob_store(settings))
+                       blobs=blob_store(settings), summarizer=summarizer)
     finally:
         starting.cancel()
+        await summarizer.aclose()
         await pool.close()
         await engine.dispose()

@@ -4,6 +4,7 @@ fields follow beyond their types (placeholders, global flags), as ApiError 400 n
 from __future__ import annotations
 
 import enum
+import re
 import uuid
 from datetime import datetime, timezone
 
@@ -157,6 +158,10 @@ def check_fields(body: SummaryPromptTemplateRequest, level: TemplateLevel) -> No
         if unknown:
             named = ", ".join(f"{{{{{p}}}}}" for p in unknown)
             raise ApiError(400, f"{field}: unknown placeholder(s) {named}; allowed: {allowed}", field)
+        stray = re.search(r"\{\{|\}\}", store.PLACEHOLDER.sub("", getattr(body, field)))
+        if stray:
+            raise ApiError(400, f"{field}: a malformed placeholder ({stray.group()!r} without its other half); "
+                           f"placeholders are written {{{{name}}}}", field)
     if "transcript" not in store.placeholders(body.userPrompt):
         raise ApiError(400, "userPrompt: must contain the {{transcript}} placeholder", "userPrompt")
     if body.isGlobalDefault and not body.isGlobal:

@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from lectern.api.job_resources import SpeechServiceWebhook, WebhookView, webhook_view
 from lectern.store.batch_models import TranscriptionRow, TranscriptionSegmentRow
 
 
@@ -18,21 +19,6 @@ class TranscriptionStatus(str, enum.Enum):
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"
-
-
-class SpeechServiceWebhook(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    url: str = Field(max_length=2048, description="HTTPS URL for notifications.")
-    secret: str | None = Field(default=None, min_length=1, max_length=256,
-                               description="Secret for HMAC-SHA256 signing (Standard Webhooks); never returned.")
-    headers: dict[str, str] | None = Field(default=None, description="Custom HTTP headers.")
-
-
-class WebhookView(BaseModel):
-    url: str
-    headers: dict[str, str] | None
-    hasSecret: bool = Field(description="Whether deliveries are signed; the secret itself is never returned.")
 
 
 class LanguageOptions(BaseModel):
@@ -139,7 +125,6 @@ class SpeechServiceTranscriptionListResponse(BaseModel):
 
 def job_response(row: TranscriptionRow, result: SpeechServiceTranscriptionResult | None = None,
                  processed_seconds: float | None = None) -> SpeechServiceTranscriptionResponse:
-    webhook = row.webhook
     processed = processed_seconds if processed_seconds is not None else row.processed_seconds
     return SpeechServiceTranscriptionResponse(
         id=row.id,
@@ -166,8 +151,7 @@ def job_response(row: TranscriptionRow, result: SpeechServiceTranscriptionResult
         result=result,
         errorCode=row.error_code,
         errors=[SpeechServiceTranscriptionError(**e) for e in row.errors] if row.errors else None,
-        webhook=WebhookView(url=webhook["url"], headers=webhook.get("headers"), hasSecret=bool(webhook.get("secret")))
-        if webhook else None,
+        webhook=webhook_view(row.webhook),
     )
 
 

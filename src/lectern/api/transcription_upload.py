@@ -21,11 +21,11 @@ from lectern.api.files import SpeechServiceFileResponse, file_response, ingest, 
 from lectern.api.transcription_models import (
     DiarizationOptions,
     SpeechServiceTranscriptionResponse,
-    SpeechServiceWebhook,
     TranscriptionOptions,
     job_response,
 )
-from lectern.api.transcriptions import job_values, webhook_config
+from lectern.api.job_resources import SpeechServiceWebhook, webhook_config
+from lectern.api.transcriptions import job_values
 from lectern.auth.principal import Principal
 from lectern.auth.scopes import FILES_WRITE, TRANSCRIPTIONS_WRITE
 from lectern.store import transcriptions as jobs

@@ -17,14 +17,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from lectern.api.deps import database, require, services
 from lectern.api.errors import ApiError, problem_responses
-from lectern.api.params import Timestamp, instant
+from lectern.api.job_resources import (
+    JobListQuery,
+    SpeechServiceWebhook,
+    job_id,
+    readable_file,
+    webhook_config,
+)
 from lectern.api.transcription_models import (
     CreateTranscriptionRequest,
     DiarizationOptions,
     SpeechServiceTranscriptionListResponse,
     SpeechServiceTranscriptionResponse,
     SpeechServiceTranscriptionResult,
-    SpeechServiceWebhook,
     TranscriptionOptions,
     TranscriptionStatus,
     job_response,
@@ -43,15 +48,12 @@ from lectern.speech.subtitles import TimedText, TimedWord, to_srt, to_txt, to_vt
 from lectern.speech.text import as_sentence
 from lectern.store import job_lifecycle as lifecycle
 from lectern.store import transcriptions as jobs
-from lectern.store.batch_models import FileRow, TranscriptionRow
+from lectern.store.batch_models import TranscriptionRow
 from lectern.store.models import StreamSessionRow
 from lectern.store.sessions import LIVE_STATES
-from lectern.webhooks import allowed_hosts, check_webhook, signing_key
 
 router = APIRouter(prefix="/api/v1/speech-services/transcriptions", tags=["Transcriptions"])
 
-SORT_PATTERN = r"^(creationDate|completionDate|status)(,(asc|desc|ASC|DESC))?$"
-STATUS_LIST = r"^\s*[A-Z_]+\s*(,\s*[A-Z_]+\s*)*$"
 Format = Literal["json", "srt", "vtt", "txt"]
 _MEDIA = {"srt": "application/x-subrip", "vtt": "text/vtt", "txt": "text/plain"}
 
@@ -59,43 +61,13 @@ _MEDIA = {"srt": "application/x-subrip", "vtt": "text/vtt", "txt": "text/plain"}
 # -- lookups -------------------------------------------------------------------------------------
 
 
-def _uuid(raw: str, what: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(raw)
-    except ValueError:
-        raise ApiError(404, f"no {what} {raw!r}: ids are UUIDs", "id") from None
-
-
 async def _owned(db: AsyncSession, raw_id: str, caller: Principal) -> TranscriptionRow:
-    row = await jobs.get(db, _uuid(raw_id, "transcription"), caller.tenant_id)
+    row = await jobs.get(db, job_id(raw_id, "transcription"), caller.tenant_id)
     if row is None:
         raise ApiError(404, f"transcription {raw_id} not found")
     if row.user_id != caller.user_id:
         raise ApiError(403, "this transcription belongs to another user")
     return row
-
-
-async def _readable_file(db: AsyncSession, file_id: uuid.UUID, caller: Principal, parameter: str) -> FileRow:
-    file = await db.get(FileRow, file_id)
-    if file is None or file.tenant_id != caller.tenant_id:
-        raise ApiError(404, f"file {file_id} not found", parameter)
-    if file.user_id != caller.user_id:
-        raise ApiError(403, "this file belongs to another user", parameter)
-    return file
-
-
-def webhook_config(webhook: SpeechServiceWebhook | None, request: Request) -> dict[str, Any] | None:
-    """A webhook as stored with the job, once its URL, headers and secret are acceptable (400 if not)."""
-    if webhook is None:
-        return None
-    try:
-        allowed = allowed_hosts(services(request).settings.webhook_allow_insecure_hosts)
-        check_webhook(webhook.url, webhook.headers, allowed)
-        if webhook.secret is not None:
-            signing_key(webhook.secret)
-    except ValueError as exc:  # WebhookRefused, or a malformed whsec_ secret
-        raise ApiError(400, f"webhook: {exc}", "webhook") from None
-    return webhook.model_dump()
 
 
 def job_values(caller: Principal, options: TranscriptionOptions, diarization: DiarizationOptions,
@@ -139,51 +111,18 @@ async def _response(request: Request, db: AsyncSession, row: TranscriptionRow) -
 async def list_transcriptions(
     caller: Annotated[Principal, Depends(require(TRANSCRIPTIONS_READ))],
     db: Annotated[AsyncSession, Depends(database)],
-    page: Annotated[int, Query(ge=0, le=1_000_000, description="Page number (zero-based).")] = 0,
-    size: Annotated[int, Query(ge=1, le=100, description="Page size (max 100).")] = 20,
-    status: Annotated[str | None, Query(max_length=200, pattern=STATUS_LIST, description=(
-        "Filter by status (comma-separated): PENDING, IN_PROGRESS, COMPLETED, FAILED, CANCELLED."))] = None,
+    query: Annotated[JobListQuery, Depends()],
     fileId: Annotated[uuid.UUID | None, Query(
         description="Transcriptions of this file: all of them, for anyone who may read the file.")] = None,
-    isDeleted: Annotated[bool, Query(description="Filter by deleted state.")] = False,
-    isPurged: Annotated[bool | None, Query(description="Filter by permanently deleted state.")] = None,
-    createdAfter: Annotated[Timestamp | None, Query()] = None,
-    createdBefore: Annotated[Timestamp | None, Query()] = None,
-    completedAfter: Annotated[Timestamp | None, Query()] = None,
-    completedBefore: Annotated[Timestamp | None, Query()] = None,
-    sort: Annotated[str, Query(pattern=SORT_PATTERN, description=(
-        "Sort field and direction. Allowed: creationDate, completionDate, status."))] = "creationDate,desc",
 ) -> SpeechServiceTranscriptionListResponse:
     """The caller's transcriptions, newest first by default; `result` is never included here."""
-    statuses = tuple(dict.fromkeys(s.strip() for s in status.split(","))) if status else ()
-    unknown = [s for s in statuses if s not in TranscriptionStatus.__members__]
-    if unknown:
-        raise ApiError(400, f"status: unknown value(s) {', '.join(unknown)}; allowed: "
-                       f"{', '.join(TranscriptionStatus.__members__)}", "status")
     if fileId is not None:
-        await _readable_file(db, fileId, caller, "fileId")
-    field, _, direction = sort.partition(",")
-    descending = direction.lower() != "asc"
-    f = jobs.TranscriptionFilter(
-        tenant_id=caller.tenant_id,
-        user_id=None if fileId is not None else caller.user_id,
-        statuses=statuses,
-        file_id=fileId,
-        is_deleted=isDeleted,
-        is_purged=isPurged,
-        created_after=instant(createdAfter, "createdAfter"),
-        created_before=instant(createdBefore, "createdBefore"),
-        completed_after=instant(completedAfter, "completedAfter"),
-        completed_before=instant(completedBefore, "completedBefore"),
-    )
-    rows, total = await jobs.list_page(db, f, field, descending, page, size)  # type: ignore[arg-type]
-    filters = {"status": list(statuses) or None, "fileId": fileId, "isDeleted": isDeleted, "isPurged": isPurged,
-               "createdAfter": createdAfter, "createdBefore": createdBefore,
-               "completedAfter": completedAfter, "completedBefore": completedBefore}
+        await readable_file(db, fileId, caller, "fileId")
+    rows, total = await lifecycle.list_page(db, jobs.KIND, query.filter(caller, {"file_id": fileId}), query.field,
+                                            query.descending, query.page, query.size)
     return SpeechServiceTranscriptionListResponse(
-        transcriptions=[job_response(r) for r in rows], page=page, size=len(rows), total=total,
-        filters={k: v for k, v in filters.items() if v is not None},
-        sort={"field": field, "direction": "desc" if descending else "asc"},
+        transcriptions=[job_response(r) for r in rows], page=query.page, size=len(rows), total=total,
+        filters=query.echo(fileId=fileId), sort=query.sort_echo(),
     )
 
 
@@ -202,7 +141,7 @@ async def create_transcription(
     values = job_values(caller, body.transcription, body.diarization, webhook_config(body.webhook, request), "api")
     if body.sessionId is not None:
         return await _from_session(db, body.sessionId, caller, values, body.transcription)
-    file = await _readable_file(db, body.fileId, caller, "fileId")  # type: ignore[arg-type]
+    file = await readable_file(db, body.fileId, caller, "fileId")  # type: ignore[arg-type]
     if file.deleted_at is not None:
         raise ApiError(409, "the file has been deleted", "fileId")
     row = await jobs.create(db, {**values, "file_id": file.id, "duration_seconds": file.duration_seconds})

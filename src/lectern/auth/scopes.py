@@ -10,6 +10,9 @@ FILES_DELETE = "speech:files:delete"
 TRANSCRIPTIONS_READ = "speech:transcriptions:read"
 TRANSCRIPTIONS_WRITE = "speech:transcriptions:write"
 TRANSCRIPTIONS_DELETE = "speech:transcriptions:delete"
+SUMMARIES_READ = "speech:summaries:read"
+SUMMARIES_WRITE = "speech:summaries:write"
+SUMMARIES_DELETE = "speech:summaries:delete"
 PROMPTS_ADMIN = "ai:prompts:admin"  # tenant-wide prompt templates, assignments for other users; not a default
 
 NORMAL_USER_SCOPES: tuple[str, ...] = (
@@ -22,7 +25,7 @@ NORMAL_USER_SCOPES: tuple[str, ...] = (
     TRANSCRIPTIONS_READ,
     TRANSCRIPTIONS_WRITE,
     TRANSCRIPTIONS_DELETE,
-    "speech:summaries:read",
-    "speech:summaries:write",
-    "speech:summaries:delete",
+    SUMMARIES_READ,
+    SUMMARIES_WRITE,
+    SUMMARIES_DELETE,
 )

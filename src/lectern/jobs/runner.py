@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from lectern.jobs import queue
 from lectern.jobs.claimed import ClaimedJob, fail_abandoned
+from lectern.jobs.summary import SummaryJob
 from lectern.jobs.transcription import WORKER_LOST, TranscriptionJob
 from lectern.services import Services, running_services
 from lectern.settings import Settings
@@ -47,7 +48,10 @@ def _recognizer_free(services: Services) -> bool:
 
 
 def job_sources(settings: Settings) -> list[JobSource]:
-    return [JobSource(TranscriptionJob, settings.resolved_job_workers, _recognizer_free)]
+    return [
+        JobSource(TranscriptionJob, settings.resolved_job_workers, _recognizer_free),
+        JobSource(SummaryJob, settings.summary_workers, lambda _: True),
+    ]
 
 
 class JobRunner:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from lectern.jobs.queue import CANCELLED, IN_PROGRESS, PENDING, TERMINAL
@@ -115,3 +115,57 @@ async def purge_due(s: AsyncSession, kind: JobKind, limit: int = 100) -> int:
         await _purge(s, kind, job_id, utcnow())
     await s.commit()
     return len(ids)
+
+
+@dataclass(frozen=True, slots=True)
+class JobFilter:
+    """A job listing's filters; ``parents`` are exact matches on the resource's own parent columns
+    (``file_id``, ``transcription_id``...)."""
+
+    tenant_id: uuid.UUID
+    user_id: uuid.UUID | None  # None: every user's (the jobs of a parent the caller may read)
+    statuses: tuple[str, ...] = ()
+    parents: tuple[tuple[str, uuid.UUID], ...] = ()
+    is_deleted: bool = False
+    is_purged: bool | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    completed_after: datetime | None = None
+    completed_before: datetime | None = None
+
+
+SORT_FIELDS = {"creationDate": "created_at", "completionDate": "completed_at", "status": "status"}
+
+
+def _filtered(query: Select, t: Any, f: JobFilter) -> Select:
+    query = query.where(t.tenant_id == f.tenant_id)
+    if f.user_id is not None:
+        query = query.where(t.user_id == f.user_id)
+    query = query.where(t.deleted_at.is_not(None) if f.is_deleted else t.deleted_at.is_(None))
+    if f.is_purged is not None:
+        query = query.where(t.purged_at.is_not(None) if f.is_purged else t.purged_at.is_(None))
+    if f.statuses:
+        query = query.where(t.status.in_(f.statuses))
+    for column, value in f.parents:
+        query = query.where(getattr(t, column) == value)
+    for column, after, before in ((t.created_at, f.created_after, f.created_before),
+                                  (t.completed_at, f.completed_after, f.completed_before)):
+        if after is not None:
+            query = query.where(column >= after)
+        if before is not None:
+            query = query.where(column <= before)
+    return query
+
+
+async def list_page(s: AsyncSession, kind: JobKind, f: JobFilter, sort: str, descending: bool, page: int,
+                    size: int) -> tuple[list[Any], int]:
+    """One page of jobs (``sort``: a key of SORT_FIELDS) and the total."""
+    t = kind.table
+    column = getattr(t, SORT_FIELDS[sort])
+    order = column.desc() if descending else column.asc()
+    if sort == "completionDate":  # not completed yet: after every completed one, either way
+        order = order.nulls_last()
+    tiebreak = t.id.desc() if descending else t.id.asc()
+    rows = await s.scalars(_filtered(select(t), t, f).order_by(order, tiebreak).offset(page * size).limit(size))
+    total = await s.scalar(_filtered(select(func.count()).select_from(t), t, f)) or 0
+    return list(rows), total

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +27,7 @@ APPLICATION, TENANT, USER = "APPLICATION", "TENANT", "USER"
 LEVELS = (APPLICATION, TENANT, USER)  # the listing order
 KINDS = ("summary", "minutes", "action_items")
 PLACEHOLDERS = ("transcript", "language", "date")
-PLACEHOLDER = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")  # {{name}} or {{ name }}
+PLACEHOLDER = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")  # {{name}} or {{ name }}; filled by summarize/prompts.py
 
 Assignment = PromptTemplateAssignmentRow
 
@@ -36,11 +35,6 @@ Assignment = PromptTemplateAssignmentRow
 def placeholders(text: str) -> list[str]:
     """The names of the ``{{ name }}`` placeholders in ``text``, in order of first appearance."""
     return list(dict.fromkeys(PLACEHOLDER.findall(text)))
-
-
-def render(text: str, values: Mapping[str, str]) -> str:
-    """``text`` with each placeholder named in ``values`` replaced (others are left as they are)."""
-    return PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), text)
 
 
 @dataclass(frozen=True, slots=True)

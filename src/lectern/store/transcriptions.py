@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
-from sqlalchemy import Select, delete, func, insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from lectern.jobs.queue import COMPLETED, PENDING
@@ -17,27 +15,6 @@ from lectern.store import job_lifecycle
 from lectern.store.job_lifecycle import JobKind
 from lectern.store.batch_models import TranscriptionRow, TranscriptionSegmentRow
 from lectern.store.models import StreamSegmentRow, utcnow
-
-SORT_COLUMNS = {
-    "creationDate": TranscriptionRow.created_at,
-    "completionDate": TranscriptionRow.completed_at,
-    "status": TranscriptionRow.status,
-}
-SortField = Literal["creationDate", "completionDate", "status"]
-
-
-@dataclass(frozen=True, slots=True)
-class TranscriptionFilter:
-    tenant_id: uuid.UUID
-    user_id: uuid.UUID | None  # None: every user's (all transcriptions of a file the caller may read)
-    statuses: tuple[str, ...] = ()
-    file_id: uuid.UUID | None = None
-    is_deleted: bool = False
-    is_purged: bool | None = None
-    created_after: datetime | None = None
-    created_before: datetime | None = None
-    completed_after: datetime | None = None
-    completed_before: datetime | None = None
 
 
 def event_data(row: TranscriptionRow) -> dict[str, Any]:
@@ -106,40 +83,6 @@ async def get(s: AsyncSession, job_id: uuid.UUID, tenant_id: uuid.UUID) -> Trans
     """The tenant's job, deleted or not (a deleted job is still shown, as deleted)."""
     return await s.scalar(select(TranscriptionRow).where(TranscriptionRow.id == job_id,
                                                          TranscriptionRow.tenant_id == tenant_id))
-
-
-def _filtered(query: Select, f: TranscriptionFilter) -> Select:
-    t = TranscriptionRow
-    query = query.where(t.tenant_id == f.tenant_id)
-    if f.user_id is not None:
-        query = query.where(t.user_id == f.user_id)
-    query = query.where(t.deleted_at.is_not(None) if f.is_deleted else t.deleted_at.is_(None))
-    if f.is_purged is not None:
-        query = query.where(t.purged_at.is_not(None) if f.is_purged else t.purged_at.is_(None))
-    if f.statuses:
-        query = query.where(t.status.in_(f.statuses))
-    if f.file_id is not None:
-        query = query.where(t.file_id == f.file_id)
-    for column, after, before in ((t.created_at, f.created_after, f.created_before),
-                                  (t.completed_at, f.completed_after, f.completed_before)):
-        if after is not None:
-            query = query.where(column >= after)
-        if before is not None:
-            query = query.where(column <= before)
-    return query
-
-
-async def list_page(s: AsyncSession, f: TranscriptionFilter, sort: SortField, descending: bool, page: int,
-                    size: int) -> tuple[list[TranscriptionRow], int]:
-    column = SORT_COLUMNS[sort]
-    order = column.desc() if descending else column.asc()
-    if column.nullable:  # not completed yet: after every completed one, either way
-        order = order.nulls_last()
-    tiebreak = TranscriptionRow.id.desc() if descending else TranscriptionRow.id.asc()
-    rows = await s.scalars(_filtered(select(TranscriptionRow), f).order_by(order, tiebreak)
-                           .offset(page * size).limit(size))
-    total = await s.scalar(_filtered(select(func.count()).select_from(TranscriptionRow), f)) or 0
-    return list(rows), total
 
 
 async def segments(s: AsyncSession, job_id: uuid.UUID) -> Sequence[TranscriptionSegmentRow]:

@@ -11,13 +11,17 @@ A sentence yields an item when it has an owner and a commitment to an action:
   ("we" only with a due date: without one it is usually a plan, not a task);
 - "can you ...?" without a name, when the next sentence accepts ("Sure, I'll do it").
 
-Who "I" is cannot be known from a flattened transcript, so the owner is "Speaker", unless the
-sentence answers a request, in which case it completes that item. "We" is "Team". The first word
-of the action must be a doing verb, not "be", "see", "think"... ("Priya will be out Monday" is no
-task), and a commitment reported as a guess ("I think Tom will...", "if Dana will...") is none.
+Who "I" is cannot be known from a flattened transcript, so the owner is "Speaker", except just
+after a named person accepted a request ("Daniel, can you...? Yes, I'll have it by Thursday."):
+the answer completes that item (with its due date), and an "I'll..." in the next two sentences is
+taken as that person's. "We" is "Team". The first word of the action must be a doing verb, not
+"be", "see", "think"... ("Priya will be out Monday" is no task), meeting mechanics ("walk us
+through", "share my screen") are none, and neither is a commitment reported as a guess ("I think
+Tom will...", "if Dana will..."). Due dates are cues.find_due's, said with the action.
 
-Names are words written capitalized inside sentences and never in lower case, and, for
-lower-case transcripts, words used to address someone ("jordan can you...", "thanks jordan").
+Names are capitalized words never written in lower case (not days, months, pronouns), and, for
+lower-case transcripts, words used to address someone ("so jordan can you...", "thanks jordan");
+in text with neither, requests have no owner ("Unassigned").
 """
 
 from __future__ import annotations
@@ -35,15 +39,21 @@ _TOKEN = re.compile(r"[^\W\d_][\w'’-]*")
 _NOT_NAMES = frozenset("""
 monday tuesday wednesday thursday friday saturday sunday january february march april may june july august
 september october november december i okay ok hi hello hey yes no thanks thank sorry please team everyone
+someone somebody nobody anyone anybody everybody people nothing something everything whoever good great perfect
+honestly finally also
 """.split())
-_ACK = re.compile(r"^(?:yes|yeah|yep|sure|absolutely|definitely|of course|will do|no problem|ok|okay|"
-                  r"i can|i'll|i will|happy to|on it)\b", re.IGNORECASE)
+# An answer that takes on what was just asked: "Sure, happy to.", "Yes, I'll have it by Thursday."
+_ACCEPTS = re.compile(r"^(?:(?:yes|yeah|yep|sure|absolutely|definitely|of course|okay|ok)\b[\s,.!]*)*"
+                      r"(?:will do|no problem|happy to|on it|I\s*(?:'ll|will|can|am\s+going\s+to|'m\s+going\s+to)\b"
+                      r"|(?:yes|yeah|yep|sure|absolutely|of course)\b)", re.IGNORECASE)
+SPEAKER_CARRIES = 2  # sentences after accepting a request in which "I" is still that person
 _VOCATIVE = re.compile(r"(?:^|\b(?:okay|ok|so|and|alright|right|now|then|great|thanks)\s+)([a-z]+)\s*,?\s+"
                        r"(?:can|could|would|will)\s+you\b|\bthank(?:s|\s+you)\s+([a-z]+)\b")
 
 _NAME = r"[^\W\d_][\w-]*"
 _OWNER = rf"(?P<owner>{_NAME}(?:\s+and\s+{_NAME})?)"
-_ACTION = r"(?:(?:also|just|then|definitely|quickly|first|go\s+ahead\s+and|try\s+to|please|probably)\s+)*(?P<action>\w.*)"
+_ACTION = (r"(?:(?:also|just|then|definitely|quickly|first|go\s+ahead\s+and|try\s+to|please|probably)\s+)*"
+           r"(?P<action>\w.*)")
 _COMMIT = (r"(?P<modal>\s+will|'ll|\s+shall|'d"
            r"|(?:\s+is|'s|\s+are|'re|\s+am|'m)\s+(?:going\s+to|gonna)"
            r"|\s+(?:has|have|needs?)\s+to"
@@ -67,7 +77,10 @@ repeat clarify mute unmute
 _NON_ACTION_PHRASES = re.compile(
     r"^(?:share\s+(?:my|the|your)\s+screen|stop\s+sharing|look\s+(?:like|good|great|fine)|work\s+(?:out|fine|well)"
     r"|make\s+sense|go\s+(?:first|next|ahead|now|back)|start\s+(?:with|by|off)|begin\s+(?:with|by)|kick\s+(?:it\s+)?off"
-    r"|hand\s+(?:it\s+)?(?:over|back)|turn\s+it\s+over|wrap\s+(?:it\s+|this\s+|things\s+)?up|run$)",
+    r"|hand\s+(?:it\s+)?(?:over|back)|turn\s+it\s+over|wrap\s+(?:it\s+|this\s+|things\s+)?up|run$"
+    r"|walk\s+(?:us|me|everyone)\s+through|tell\s+(?:us|me|everyone)\b|give\s+(?:us|me)\s+(?:an?\s+)?(?:quick\s+)?"
+    r"(?:update|overview|summary|rundown)|talk\s+(?:us\s+)?(?:about|through)|introduce|cover\s+(?:that|this|it)\b"
+    r"|say\s+a\s+few\s+words)",
     re.IGNORECASE)
 _VAGUE = frozenset({
     "do it", "do that", "do this", "handle it", "handle that", "take care of it", "take care of that", "take it",
@@ -75,8 +88,10 @@ _VAGUE = frozenset({
 })
 _HEDGE = re.compile(r"\b(?:think|hope|guess|assume|expect|doubt|wonder|whether|if|unless|when|maybe|hopefully)\s+"
                     r"(?:that\s+)?(?:\w+\s+)?$", re.IGNORECASE)
-_CLAUSE_END = re.compile(r"\s+(?:but|because|since|although|though|unless|otherwise|and\s+then\s+we)\b|[;?!]|\.\s",
-                         re.IGNORECASE)
+_CLAUSE_END = re.compile(
+    r"\s+(?:but|because|since|although|though|unless|otherwise|and\s+then\s+we)\b|[;?!]|\.\s"
+    r"|,\s+(?:so|which|and\s+(?:I|we|you|he|she|they)\b|and\s+\w+\s+will\b)"
+    r"|\s+so\s+(?:that\s+)?(?:we|they|the|he|she|I|you|it|nobody|everyone|people)\b", re.IGNORECASE)
 _TRAILING = re.compile(r"(?:[\s,]+(?:okay|ok|right|please|thanks|thank\s+you|if\s+that's\s+okay|if\s+possible"
                        r"|as\s+well|too))+\W*$|[\s,.;:!?]+$", re.IGNORECASE)
 
@@ -93,7 +108,9 @@ class ActionItem:
 
 
 def find_names(sentences: Sequence[str]) -> set[str]:
-    """Lower-cased names of people (see the module's docstring)."""
+    """Lower-cased names of people (see the module's docstring). A capitalized word that opens a
+    sentence counts too ("Tom to write the test plan."), unless it looks like an adverb or a
+    participle: an owner pattern still has to match around it before it owns anything."""
     capitalized: set[str] = set()
     lower: set[str] = set()
     for sentence in sentences:
@@ -101,7 +118,8 @@ def find_names(sentences: Sequence[str]) -> set[str]:
             base = word.split("'")[0]
             if base.islower():
                 lower.add(base)
-            elif j > 0 and base[:1].isupper() and base[1:].islower() and len(base) > 1:
+            elif (base[:1].isupper() and base[1:].islower() and len(base) > 1
+                  and (j > 0 or not base.lower().endswith(("ing", "ly", "ed")))):
                 capitalized.add(base.lower())
     names = {w for w in capitalized - lower if w not in STOPWORDS and w not in _NOT_NAMES}
     for sentence in sentences:
@@ -116,53 +134,58 @@ def find_action_items(sentences: Sequence[str], names: set[str] | None = None) -
     names = find_names(sentences) if names is None else names
     items: list[ActionItem] = []
     seen: set[tuple[str, str]] = set()
-    previous: tuple[int, str] | None = None  # (index into items, kind) of the previous sentence's item
+    open_request: int | None = None  # the item the previous sentence asked someone to take
+    speaker: tuple[str, int] | None = None  # who "I" is, after a named person accepted a request
     for index, raw in enumerate(sentences):
-        sentence = raw.replace("’", "'")
+        sentence = raw.replace("’", "'").strip()
+        if open_request is not None and _ACCEPTS.match(sentence):
+            # "Daniel, can you...? Yes, I'll have it done by Thursday.": the answer completes the
+            # request, and whoever accepted keeps speaking for a sentence or two
+            earlier = items[open_request]
+            due_match = find_due(sentence)
+            due = earlier.due or (due_phrase(due_match) if due_match else None)
+            items[open_request] = ActionItem(earlier.owner, earlier.action, due, earlier.sentence)
+            speaker = (earlier.owner, index) if earlier.owner != "Unassigned" else None
+            open_request = None
+            continue
+        open_request = None
         found = _match(sentence, names)
         if found is None:
-            previous = None
             continue
-        kind, owner, action = found
-        due_match = find_due(sentence)
+        kind, owner, action, start = found
+        # the due date said with the action, else one said just before it ("Tomorrow I'll send...")
+        due_match = find_due(sentence[start:])
+        if due_match is None and (before := find_due(sentence[:start])) and start - before.end() <= 20:
+            due_match = before
         due = due_phrase(due_match) if due_match else None
-        if previous is not None and previous[1] in ("request", "ask") and owner == "Speaker":
-            # "Daniel, can you...? Yes, I'll have it done by Thursday.": the answer completes the request
-            earlier = items[previous[0]]
-            items[previous[0]] = ActionItem(earlier.owner, earlier.action, earlier.due or due, earlier.sentence)
-            previous = None
-            continue
-        if kind == "ask":
-            if index + 1 >= len(sentences) or not _ACK.match(sentences[index + 1].strip()):
-                previous = None
-                continue
-            owner = "Unassigned"
-        if owner == "Team" and due is None:
-            previous = None
-            continue
-        if action.lower().rstrip("…") in _VAGUE:
-            previous = None
-            continue  # "I'll take care of it" with nothing before it to say what "it" is
+        if owner == "Speaker" and speaker is not None and index - speaker[1] <= SPEAKER_CARRIES:
+            owner = speaker[0]
+            speaker = (owner, index)
+        if kind == "ask" and (index + 1 >= len(sentences) or not _ACCEPTS.match(sentences[index + 1].strip())):
+            continue  # "can you see my screen?": a request nobody took on is no item
+        if (owner == "Team" and due is None) or action.lower().rstrip("…") in _VAGUE:
+            continue  # "we'll look at it": a plan, not a task; "I'll take care of it": of what?
         key = (owner.lower(), " ".join(action.lower().split()[:6]))
         if key in seen:
-            previous = None
             continue
         seen.add(key)
         items.append(ActionItem(owner, action, due, index))
-        previous = (len(items) - 1, kind)
+        if kind in ("request", "ask", "assign"):
+            open_request = len(items) - 1
     return items
 
 
-def _match(sentence: str, names: set[str]) -> tuple[str, str, str] | None:
-    due = find_due(sentence)
+def _match(sentence: str, names: set[str]) -> tuple[str, str, str, int] | None:
+    """(kind, owner, action, where the action starts) of the first pattern that fits."""
     for kind, pattern in _PATTERNS:
         for m in _overlapping(pattern, sentence):
             owner = _owner(m, kind, sentence, names)
             if owner is None:
                 continue
-            action = _action(sentence, m.start("action"), due)
+            start = m.start("action")
+            action = _action(sentence[start:], find_due(sentence[start:]))
             if action is not None:
-                return kind, owner, action
+                return kind, owner, action, start
     return None
 
 
@@ -199,13 +222,13 @@ def _owner(m: re.Match[str], kind: str, sentence: str, names: set[str]) -> str |
     return None
 
 
-def _action(sentence: str, start: int, due: re.Match[str] | None) -> str | None:
-    text = sentence[start:]
-    if due is not None and due.start() >= start:
-        text = sentence[start:due.start()] + " " + sentence[due.end():]
+def _action(text: str, due: re.Match[str] | None) -> str | None:
+    """The action as the item shows it: from its verb to the end of its clause, without the due date."""
+    if due is not None:
+        text = text[:due.start()] + " " + text[due.end():]
     if end := _CLAUSE_END.search(text):
         text = text[:end.start()]
-    text = _TRAILING.sub("", " ".join(text.split()))
+    text = _TRAILING.sub("", re.sub(r"\s+([,.;:])", r"\1", " ".join(text.split())))
     words = text.split()
     if not words or words[0].lower().strip(",.") in _NON_ACTION or _NON_ACTION_PHRASES.match(text):
         return None

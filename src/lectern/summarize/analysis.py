@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +19,7 @@ from lectern.summarize.topics import block_labels, topic_blocks
 
 GLOBAL_RANKING_LIMIT = 2500  # sentences ranked together; beyond, each topic block is ranked alone
 MIN_SELECTABLE_WORDS = 6  # shorter sentences ("Sounds good.") never stand for the meeting
+MIN_SELECTABLE_TERMS = 3  # nor do those with fewer content words ("Okay, thanks everyone, see you next week.")
 REDUNDANCY = 0.5  # a sentence this similar to one already chosen says nothing new
 BLOCK_DIVERSITY = 0.7  # each sentence already taken from a block discounts the next by this
 
@@ -86,33 +87,44 @@ def _surface_forms(sentences: list[str]) -> dict[str, str]:
     return {term: counts.most_common(1)[0][0] for term, counts in seen.items()}
 
 
-def pick(a: Analysis, candidates: Iterable[int], budget: int, *, at_most: int | None = None) -> list[int]:
-    """Sentences chosen greedily by centrality, each discounted by its similarity to those already
-    chosen and by how many its block already gave, while their tokens fit ``budget``. The first is
-    chosen even if it alone exceeds the budget (a summary is never empty). In transcript order."""
+def pick(
+    a: Analysis, candidates: Iterable[int], budget: int, *, boost: Mapping[int, float] | None = None,
+    required: bool = True,
+) -> list[int]:
+    """Sentences chosen greedily by centrality (times ``boost``, halved for questions), each
+    discounted by its similarity to those already chosen and by how many its block already gave,
+    while their tokens fit ``budget``. If ``required``, the first is chosen even if it alone
+    exceeds the budget (a summary is never empty). In transcript order."""
     candidates = list(candidates)
-    pool = [i for i in candidates if len(a.sentences[i].split()) >= MIN_SELECTABLE_WORDS and a.terms[i]]
-    if not pool:  # a transcript of short sentences: take what there is
+    pool = [i for i in candidates
+            if len(a.sentences[i].split()) >= MIN_SELECTABLE_WORDS and len(a.terms[i]) >= MIN_SELECTABLE_TERMS]
+    if not pool and required:  # a transcript of short sentences: take what there is
         pool = [i for i in candidates if a.terms[i]] or candidates
-    quality = {i: float(a.scores[i]) * (0.5 if a.sentences[i].rstrip().endswith("?") else 1.0) for i in pool}
-    closest = dict.fromkeys(pool, 0.0)  # similarity to the nearest chosen sentence
-    from_block: Counter[int] = Counter()
+    if not pool:
+        return []
+    boost = boost or {}
+    members = np.array(pool)
+    rows = a.rows[members]
+    quality = np.array([float(a.scores[i]) * boost.get(i, 1.0) * (0.5 if a.sentences[i].rstrip().endswith("?") else 1.0)
+                        for i in pool])
+    costs = np.array([a.costs[i] + 1 for i in pool])  # and what separates it from the next (a break, a bullet)
+    blocks = np.array([a.block_of[i] for i in pool])
+    taken_from = np.zeros(len(a.blocks))  # sentences chosen per block
+    closest = np.zeros(len(pool))  # similarity to the nearest chosen sentence
+    available = np.ones(len(pool), dtype=bool)
     chosen: list[int] = []
     spent = 0
-    while pool and spent < budget and (at_most is None or len(chosen) < at_most):
-        best, best_value = -1, -1.0
-        for i in pool:
-            if closest[i] > REDUNDANCY or (chosen and spent + a.costs[i] > budget):
-                continue
-            value = quality[i] * (1.0 - closest[i]) * BLOCK_DIVERSITY ** from_block[a.block_of[i]]
-            if value > best_value:
-                best, best_value = i, value
-        if best < 0:
+    while spent < budget:
+        eligible = available & (closest <= REDUNDANCY)
+        if chosen or not required:
+            eligible &= spent + costs <= budget
+        if not eligible.any():
             break
-        chosen.append(best)
-        spent += a.costs[best]
-        from_block[a.block_of[best]] += 1
-        pool.remove(best)
-        for i, similarity in zip(pool, (a.rows[pool] @ a.rows[best]).tolist() if pool else []):
-            closest[i] = max(closest[i], similarity)
+        value = np.where(eligible, quality * (1.0 - closest) * BLOCK_DIVERSITY ** taken_from[blocks], -1.0)
+        best = int(np.argmax(value))
+        chosen.append(int(members[best]))
+        spent += int(costs[best])
+        taken_from[blocks[best]] += 1
+        available[best] = False
+        closest = np.maximum(closest, rows @ rows[best])
     return sorted(chosen)

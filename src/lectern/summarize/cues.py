@@ -13,16 +13,17 @@ _ORDINAL = r"\d{1,2}(?:st|nd|rd|th)?"
 _PART_OF_DAY = r"(?:\s+(?:morning|afternoon|evening|night|noon|eod))?"
 _EVENT = r"(?:meeting|launch|release|review|demo|deadline|standup|stand-up|call|retro|sync|kickoff|board meeting)"
 
-# Tried in order; the first that matches is the due date.
+# The due date is the leftmost match (the earlier pattern if two start together).
+_BY = r"(?:by|before|until|on|no later than)"
 _DUE_PATTERNS = [
-    rf"(?:by|before|until|till|on|no later than)\s+(?:the\s+)?end\s+of\s+(?:the\s+|this\s+|next\s+)?"
-    rf"(?:day|week|month|quarter|year|sprint|{_MONTH})",
+    (rf"(?:by|before|until|till|on|no later than)\s+(?:the\s+)?end\s+of\s+(?:the\s+|this\s+|next\s+)?"
+     rf"(?:day|week|month|quarter|year|sprint|{_MONTH})"),
     r"(?:by\s+)?\b(?:eod|eow|end\s+of\s+(?:the\s+)?(?:day|week|month|quarter|sprint))\b",
     rf"(?:by|before|in|during)\s+the\s+(?:first|second|third|fourth|last)\s+week\s+of\s+(?:{_MONTH}|the\s+month)",
-    rf"(?:by|before|until|on|no later than)\s+(?:{_MONTH}\s+(?:the\s+)?{_ORDINAL}|(?:the\s+)?{_ORDINAL}(?:\s+of\s+{_MONTH})?)\b",
-    r"(?:by|before|until|on|no later than)\s+(?:\d{4}-\d\d-\d\d|\d{1,2}/\d{1,2}(?:/\d{2,4})?)",
-    rf"(?:by|before|until|on|no later than)\s+(?:this\s+|next\s+|the\s+)?(?:{_DAY}|tomorrow|tonight|today|noon){_PART_OF_DAY}",
-    rf"(?:by|before|until|at|for)\s+(?:the\s+|our\s+)?(?:next\s+)?(?:\w+\s+)?{_EVENT}(?:\s+(?:next|this|on)\s+{_DAY})?",
+    rf"{_BY}\s+(?:{_MONTH}\s+(?:the\s+)?{_ORDINAL}|(?:the\s+)?{_ORDINAL}(?:\s+of\s+{_MONTH})?)\b",
+    rf"{_BY}\s+(?:\d{{4}}-\d\d-\d\d|\d{{1,2}}/\d{{1,2}}(?:/\d{{2,4}})?)",
+    rf"{_BY}\s+(?:this\s+|next\s+|the\s+)?(?:{_DAY}|tomorrow|tonight|today|noon){_PART_OF_DAY}",
+    rf"(?:by|before|until|ahead\s+of)\s+(?:the\s+|our\s+)?(?:next\s+)?(?:\w+\s+)?{_EVENT}(?:\s+(?:next|this|on)\s+{_DAY})?",
     rf"\b(?:next|this|coming)\s+(?:{_DAY}|week|month|quarter|sprint){_PART_OF_DAY}",
     r"\bwithin\s+(?:a|an|one|two|three|four|five|\d+)\s+(?:business\s+)?(?:days?|weeks?|hours?)",
     r"\bin\s+(?:two|three|four|\d+)\s+(?:days|weeks)",
@@ -34,10 +35,8 @@ _CAPITALIZED = re.compile(rf"\b(?:{_DAY}|{_MONTH})\b", re.IGNORECASE)
 
 
 def find_due(text: str) -> re.Match[str] | None:
-    for pattern in _DUE:
-        if m := pattern.search(text):
-            return m
-    return None
+    found = [m for pattern in _DUE if (m := pattern.search(text))]
+    return min(found, key=lambda m: m.start()) if found else None
 
 
 def due_phrase(match: re.Match[str]) -> str:
@@ -49,7 +48,7 @@ def due_phrase(match: re.Match[str]) -> str:
 _DECISION = re.compile(
     r"\b(?:"
     r"(?:we|they|everyone|everybody|the\s+(?:team|group|council|board|committee))\s+(?:have\s+|has\s+|all\s+)?"
-    r"(?:agreed|decided|settled|chose|picked|voted|signed\s+off|approved)"
+    r"(?:agreed|decided|settled|chose|voted|signed\s+off|approved)"
     r"|(?:we've|we'd|it's|it\s+is|that's|that\s+is)\s+(?:been\s+)?(?:agreed|decided|settled|approved|final)"
     r"|(?:agreed|decided)\s+(?:to|that|on)"
     r"|(?:the|our|final)\s+decision\s+(?:is|was|to)"

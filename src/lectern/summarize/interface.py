@@ -8,6 +8,9 @@ from typing import Literal, Protocol, runtime_checkable
 
 Kind = Literal["summary", "minutes", "action_items"]
 KINDS: tuple[Kind, ...] = ("summary", "minutes", "action_items")
+# Both backends refuse an empty transcript: there is nothing to summarize, and a model asked to
+# would invent something (or say so in words that look like a result).
+EMPTY_TRANSCRIPT = "The transcription has no text to summarize."
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,4 +56,8 @@ class Summarizer(Protocol):
     async def summarize(self, request: SummaryRequest) -> SummaryOutput:
         """The summary of ``request``; raises SummarizationError. Cancelling the awaiting task
         stops the work (the extractive ranking at its next step, an LLM's HTTP request at once)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release what the backend holds (an HTTP connection pool)."""
         ...

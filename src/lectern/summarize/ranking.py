@@ -38,7 +38,8 @@ you're you've your yours yourself yourselves
 um uh umm uhm er erm ah eh hmm hm mm mhm huh oh okay ok yeah yes yep nope right alright well like really
 actually basically literally kind sort maybe probably thing things stuff lot lots gonna wanna gotta got
 get getting go going know think mean guess say said see look sure just mean want need bit little pretty
-one two also still even much many good great thanks thank everyone everybody guys folks today
+one two also still even much many good great thanks thank everyone everybody guys folks today next week
+everything anything something nothing talk item join joining joined welcome hello hi bye morning
 """.split())
 
 

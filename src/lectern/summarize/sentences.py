@@ -17,6 +17,7 @@ import re
 MAX_WORDS = 40  # longer stretches are cut (a spoken sentence rarely runs past this)
 TARGET_WORDS = 20  # where cuts in an unpunctuated stretch are aimed
 MIN_WORDS = 6  # no cut leaves a piece shorter than this
+OPENER_WEIGHT = 0.25  # what a strong opener (2) is worth: a piece ~14 words off the target
 
 # After these, a full stop does not end a sentence.
 _ABBREVIATIONS = frozenset({
@@ -29,10 +30,16 @@ _LAST_WORD = re.compile(r"([\w.]+)[.!?…]*$")
 
 # Words that often open a new spoken sentence, by how strongly they signal one.
 _STRONG_OPENERS = frozenset({
-    "okay", "ok", "alright", "so", "now", "next", "anyway", "anyways", "first", "second", "third", "finally",
-    "thanks", "yes", "yeah", "right", "well", "great", "sure", "let's", "moving",
+    "okay", "ok", "alright", "so", "now", "anyway", "anyways", "finally", "thanks", "yes", "yeah", "sure",
+    "great", "let's", "moving",
 })
 _WEAK_OPENERS = frozenset({"and", "but", "then", "also", "i", "we", "i'll", "we'll", "i'm", "we're", "if", "because"})
+# Words a sentence does not end on: cutting after them splits a phrase ("marketing and | finally").
+_NO_END = frozenset({
+    "and", "or", "but", "the", "a", "an", "to", "of", "for", "with", "in", "on", "at", "from", "by", "is", "are",
+    "was", "were", "that", "this", "my", "our", "your", "their", "i", "we", "you", "they", "it", "if", "so", "very",
+    "think", "guess", "mean", "like", "about", "into", "than", "as",
+})
 
 
 def split_sentences(text: str) -> list[str]:
@@ -65,27 +72,38 @@ def _split_punctuated(line: str) -> list[str]:
 
 
 def _split_long(sentence: str) -> list[str]:
+    """An over-long stretch cut into pieces of MIN_WORDS to MAX_WORDS words, choosing the cuts
+    together (dynamic programming): each piece costs its squared distance from TARGET_WORDS, and
+    each cut earns its opener's strength, so "... this quarter | okay next item is ..." is cut
+    where the speaker started over, and a stretch without openers into even pieces."""
     words = sentence.split()
-    pieces: list[str] = []
-    while len(words) > MAX_WORDS:
-        cut = _best_cut(words)
-        pieces.append(" ".join(words[:cut]))
-        words = words[cut:]
-    if words:
-        pieces.append(" ".join(words))
-    return pieces
+    n = len(words)
+    if n <= MAX_WORDS:
+        return [sentence]
+    inf = float("inf")
+    best = [0.0] + [inf] * n  # best[j]: the cheapest cutting of words[:j]
+    cut_before = [0] * (n + 1)
+    for j in range(MIN_WORDS, n + 1):
+        bonus = -OPENER_WEIGHT * _opener_strength(words, j) if j < n else 0.0
+        for i in range(max(0, j - MAX_WORDS), j - MIN_WORDS + 1):
+            if best[i] == inf:
+                continue
+            cost = best[i] + ((j - i - TARGET_WORDS) / TARGET_WORDS) ** 2 + bonus
+            if cost < best[j]:
+                best[j], cut_before[j] = cost, i
+    cuts, j = [], n
+    while j > 0:
+        cuts.append((cut_before[j], j))
+        j = cut_before[j]
+    return [" ".join(words[i:j]) for i, j in reversed(cuts)]
 
 
-def _best_cut(words: list[str]) -> int:
-    """Where the next piece of an over-long stretch ends: before the strongest opener near the
-    target length, never leaving fewer than MIN_WORDS on either side."""
-    best, best_score = min(MAX_WORDS, len(words) - MIN_WORDS), float("-inf")
-    for i in range(MIN_WORDS, min(MAX_WORDS, len(words) - MIN_WORDS) + 1):
-        word = words[i].lower().strip(",.;:!?\"'")
-        strength = 2.0 if word in _STRONG_OPENERS else 1.0 if word in _WEAK_OPENERS else 0.0
-        if words[i - 1][-1:] in ",;:":
-            strength += 0.5  # a comma inside an otherwise unpunctuated stretch is a pause
-        score = strength - abs(i - TARGET_WORDS) / MAX_WORDS
-        if score > best_score:
-            best, best_score = i, score
-    return best
+def _opener_strength(words: list[str], i: int) -> float:
+    """How much words[i] looks like the start of a new sentence."""
+    word = words[i].lower().strip(",.;:!?\"'")
+    strength = 2.0 if word in _STRONG_OPENERS else 1.0 if word in _WEAK_OPENERS else 0.0
+    if words[i - 1][-1:] in ",;:":
+        strength += 0.5  # a comma inside an otherwise unpunctuated stretch is a pause
+    elif words[i - 1].lower() in _NO_END:
+        strength -= 1.5
+    return strength

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from itertools import pairwise
 
 import numpy as np
 
@@ -44,7 +45,7 @@ def topic_blocks(rows: np.ndarray) -> list[range]:
         if all(abs(gap - e) >= MIN_BLOCK for e in edges):
             boundaries.append(gap)
     edges = sorted([0, n, *boundaries])
-    return [range(a, b) for a, b in zip(edges, edges[1:])]
+    return [range(a, b) for a, b in pairwise(edges)]
 
 
 def _depths(similarity: np.ndarray) -> np.ndarray:
@@ -63,6 +64,17 @@ def _depths(similarity: np.ndarray) -> np.ndarray:
     return depth
 
 
+# Words that say when or how much, not what: never a topic's name.
+_NOT_TOPICS = frozenset("""
+monday tuesday wednesday thursday friday saturday sunday week weekend day today tomorrow yesterday morning
+afternoon evening night month year quarter time minute hour first second third last next previous three four
+five six seven eight nine ten twenty thirty forty fifty sixty hundred thousand percent meeting question point
+item update start end number people anything something everything nothing january february march april
+may june july august september october november december send make take give move want check ask talk come put
+keep find use tell try help show let sure able
+""".split())
+
+
 def block_labels(
     blocks: Sequence[range], terms: Sequence[Sequence[str]], idf: dict[str, float], surface: dict[str, str],
     *, count: int = 3,
@@ -74,9 +86,9 @@ def block_labels(
     for block in blocks:
         local: Counter[str] = Counter(t for i in block for t in terms[i])
         ranked = sorted(
-            (t for t, c in local.items() if c >= 2),
+            (t for t, c in local.items() if c >= 2 and t not in _NOT_TOPICS and surface.get(t, t) not in _NOT_TOPICS),
             key=lambda t: (-(local[t] * local[t] / totals[t]) * idf.get(t, 1.0), t),
         )
-        words = [surface.get(t, t) for t in ranked[:count]] or ["General"]
+        words = [surface.get(t, t) for t in ranked[:count]] or ["Other points"]
         labels.append(", ".join(words).capitalize())
     return labels
