@@ -36,14 +36,12 @@ from lectern.api.prompt_template_models import (
     template_response,
 )
 from lectern.auth.principal import Principal
-from lectern.auth.scopes import PROMPTS_ADMIN
+from lectern.auth.scopes import PROMPTS_ADMIN, SUMMARIES_READ, SUMMARIES_WRITE
 from lectern.store import prompt_templates as store
 from lectern.store.batch_models import PromptTemplateRow
 
 router = APIRouter(prefix="/api/v1/session-history/summary-prompt-templates", tags=["Summary Prompt Templates"])
 
-SUMMARIES_READ = "speech:summaries:read"
-SUMMARIES_WRITE = "speech:summaries:write"
 
 Page = Annotated[int, Query(ge=0, le=1_000_000, description="Page number (zero-based).")]
 Size = Annotated[int, Query(ge=1, le=100, description="Page size (max 100).")]

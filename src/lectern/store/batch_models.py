@@ -29,6 +29,37 @@ from sqlalchemy.orm import Mapped, mapped_column
 from lectern.store.models import Base, UTCDateTime, utcnow
 
 
+class JobColumns:
+    """What every job table has: its status and outcome, its webhook, the claim (``worker_id`` and
+    ``lease_expires_at`` say who works on it until when; a lapsed lease lets another worker take it
+    over), and its deletion and purge."""
+
+    status: Mapped[str] = mapped_column(String(12))
+    webhook: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
+    error_code: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    errors: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # claims so far, takeovers included
+    worker_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    purge_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+def job_indexes(table: str) -> tuple[Index, ...]:
+    """The owner's listing; the claim query's (only jobs a worker may take are in it); the purge sweeper's."""
+    claimable = text("status IN ('PENDING', 'IN_PROGRESS')")
+    purgeable = text("purge_at IS NOT NULL AND purged_at IS NULL")
+    return (
+        Index(f"ix_{table}_owner_created", "tenant_id", "user_id", "created_at", "id"),
+        Index(f"ix_{table}_claimable", "status", "created_at", sqlite_where=claimable, postgresql_where=claimable),
+        Index(f"ix_{table}_purge_at", "purge_at", sqlite_where=purgeable, postgresql_where=purgeable),
+    )
+
+
 class FileRow(Base):
     """An uploaded audio file: its bytes are a blob (``blob_key``), everything known of it is here."""
 
@@ -61,32 +92,11 @@ class FileRow(Base):
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
-class TranscriptionRow(Base):
-    """A transcription job, and once COMPLETED its result's summary (segments are their own rows).
-
-    Jobs are claimed by workers from this table: ``worker_id`` and ``lease_expires_at`` say who
-    works on it until when; a lease that lapses lets another worker take the job over.
-    """
+class TranscriptionRow(JobColumns, Base):
+    """A transcription job, and once COMPLETED its result's summary (segments are their own rows)."""
 
     __tablename__ = "transcriptions"
-    __table_args__ = (
-        Index("ix_transcriptions_owner_created", "tenant_id", "user_id", "created_at", "id"),
-        Index("ix_transcriptions_file", "file_id"),
-        # The claim query's index: only jobs a worker may take are in it.
-        Index(
-            "ix_transcriptions_claimable",
-            "status",
-            "created_at",
-            sqlite_where=text("status IN ('PENDING', 'IN_PROGRESS')"),
-            postgresql_where=text("status IN ('PENDING', 'IN_PROGRESS')"),
-        ),
-        Index(
-            "ix_transcriptions_purge_at",
-            "purge_at",
-            sqlite_where=text("purge_at IS NOT NULL AND purged_at IS NULL"),
-            postgresql_where=text("purge_at IS NOT NULL AND purged_at IS NULL"),
-        ),
-    )
+    __table_args__ = (*job_indexes("transcriptions"), Index("ix_transcriptions_file", "file_id"))
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"))
@@ -94,28 +104,15 @@ class TranscriptionRow(Base):
     file_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("files.id"), nullable=True)
     session_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("stream_sessions.id"), nullable=True)
     source: Mapped[str] = mapped_column(String(20))  # api | upload | session | elevenlabs
-    status: Mapped[str] = mapped_column(String(12))
     requested_model: Mapped[str] = mapped_column(String(200))
     resolved_model_name: Mapped[str] = mapped_column(String(200))
     language_code: Mapped[str] = mapped_column(String(16), default="en")
     options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    webhook: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
     duration_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)  # of the audio
     processed_seconds: Mapped[float] = mapped_column(Float, default=0.0)  # progress, and where a takeover resumes
     text: Mapped[str | None] = mapped_column(Text, nullable=True)
     segment_count: Mapped[int] = mapped_column(Integer, default=0)
     words_count: Mapped[int] = mapped_column(Integer, default=0)
-    error_code: Mapped[str | None] = mapped_column(String(40), nullable=True)
-    errors: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)  # claims so far, takeovers included
-    worker_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
-    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
-    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
-    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
-    purge_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
-    purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class TranscriptionSegmentRow(Base):
@@ -213,27 +210,14 @@ class PromptTemplateAssignmentRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-class SummaryRow(Base):
+class SummaryRow(JobColumns, Base):
     """A summary job of a COMPLETED transcription through a prompt template; claimed like transcriptions."""
 
     __tablename__ = "summaries"
     __table_args__ = (
-        Index("ix_summaries_owner_created", "tenant_id", "user_id", "created_at", "id"),
+        *job_indexes("summaries"),
         Index("ix_summaries_transcription", "transcription_id"),
         Index("ix_summaries_file", "file_id"),
-        Index(
-            "ix_summaries_claimable",
-            "status",
-            "created_at",
-            sqlite_where=text("status IN ('PENDING', 'IN_PROGRESS')"),
-            postgresql_where=text("status IN ('PENDING', 'IN_PROGRESS')"),
-        ),
-        Index(
-            "ix_summaries_purge_at",
-            "purge_at",
-            sqlite_where=text("purge_at IS NOT NULL AND purged_at IS NULL"),
-            postgresql_where=text("purge_at IS NOT NULL AND purged_at IS NULL"),
-        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
@@ -242,20 +226,7 @@ class SummaryRow(Base):
     transcription_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("transcriptions.id"))
     file_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("files.id"), nullable=True)
     prompt_template_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("prompt_templates.id"))
-    status: Mapped[str] = mapped_column(String(12))
     summarizer: Mapped[str | None] = mapped_column(String(200), nullable=True)  # the backend (and model) used
     text: Mapped[str | None] = mapped_column(Text, nullable=True)
     input_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
     output_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    error_code: Mapped[str | None] = mapped_column(String(40), nullable=True)
-    errors: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
-    webhook: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    worker_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
-    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
-    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
-    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
-    purge_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
-    purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
