@@ -37,6 +37,7 @@ class JobFailed(Exception):
 
 class ClaimedJob(ABC):
     kind: JobKind
+    abandoned_code: str = INTERNAL_ERROR  # the error of a job whose workers kept dying
 
     def __init__(self, services: Services, row: Any, worker_id: str) -> None:
         self.services = services

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from lectern.jobs import queue
 from lectern.jobs.claimed import ClaimedJob, fail_abandoned
 from lectern.jobs.summary import SummaryJob
-from lectern.jobs.transcription import WORKER_LOST, TranscriptionJob
+from lectern.jobs.transcription import TranscriptionJob
 from lectern.services import Services, running_services
 from lectern.settings import Settings
 from lectern.store import job_lifecycle as lifecycle
@@ -136,9 +136,9 @@ class JobRunner:
                 ended = await session_rows.fail_lapsed(services.db)
                 if ended:
                     log.warning("ended %d stream(s) whose server stopped renewing their lease", ended)
-                for source in self._sources or job_sources(services.settings):
-                    kind = source.job.kind
-                    failed = await fail_abandoned(services, kind, WORKER_LOST)
+                for job in (TranscriptionJob, SummaryJob):  # whatever this runner claims itself
+                    kind = job.kind
+                    failed = await fail_abandoned(services, kind, job.abandoned_code)
                     if failed:
                         log.warning("failed %d %s job(s) whose workers kept stopping", failed, kind.noun)
                     async with services.db() as s:

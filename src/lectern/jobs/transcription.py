@@ -27,6 +27,7 @@ WORKER_LOST = "WORKER_LOST"
 
 class TranscriptionJob(ClaimedJob):
     kind = transcriptions.KIND
+    abandoned_code = WORKER_LOST
     row: TranscriptionRow
 
     def __init__(self, services: Services, row: TranscriptionRow, worker_id: str) -> None:
