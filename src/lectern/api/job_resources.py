@@ -104,7 +104,7 @@ class JobListQuery:
             raise ApiError(400, f"status: unknown value(s) {', '.join(unknown)}; allowed: {', '.join(STATUSES)}",
                            "status")
         self.field, _, direction = sort.partition(",")
-        self.descending = direction.lower() != "asc"
+        self.descending = direction.lower() == "desc"  # no direction: ascending, as every listing here
         self._echo: dict[str, Any] = {
             "status": list(self.statuses) or None, "isDeleted": isDeleted, "isPurged": isPurged,
             "createdAfter": createdAfter, "createdBefore": createdBefore,

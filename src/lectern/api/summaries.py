@@ -48,9 +48,11 @@ async def _owned(db: AsyncSession, raw_id: str, caller: Principal) -> SummaryRow
     return row
 
 
-async def _readable_transcription(db: AsyncSession, transcription_id: uuid.UUID, caller: Principal) -> TranscriptionRow:
+async def _readable_transcription(db: AsyncSession, transcription_id: uuid.UUID, caller: Principal,
+                                  deleted_too: bool = False) -> TranscriptionRow:
+    """The caller's transcription; a deleted one only for ``deleted_too`` (its summaries can still be listed)."""
     row = await transcriptions.get(db, transcription_id, caller.tenant_id)
-    if row is None or row.deleted_at is not None:
+    if row is None or (row.deleted_at is not None and not deleted_too):
         raise ApiError(404, f"transcription {transcription_id} not found", "transcriptionId")
     if row.user_id != caller.user_id:
         raise ApiError(403, "this transcription belongs to another user", "transcriptionId")
@@ -74,7 +76,7 @@ async def list_summaries(
     """By default the caller's summaries; with `transcriptionId` or `fileId`, every summary of that
     resource (its reader may discover them). The result is never included here."""
     if transcriptionId is not None:
-        await _readable_transcription(db, transcriptionId, caller)
+        await _readable_transcription(db, transcriptionId, caller, deleted_too=True)
     if fileId is not None:
         await readable_file(db, fileId, caller, "fileId")
     f = query.filter(caller, {"transcription_id": transcriptionId, "file_id": fileId})
