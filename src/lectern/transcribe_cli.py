@@ -98,6 +98,24 @@ def _checked(response: httpx.Response) -> dict[str, Any]:
     raise RuntimeError(f"the server answered {response.status_code}: {detail}")
 
 
+class _InOrder:
+    """Transcripts printed in the order the files were given, each as soon as those before it are."""
+
+    def __init__(self, paths: list[Path], many: bool) -> None:
+        self._waiting = list(paths)
+        self._ready: dict[Path, str | None] = {}
+        self._many = many
+
+    def done(self, path: Path, text: str | None) -> None:
+        self._ready[path] = text
+        while self._waiting and self._waiting[0] in self._ready:
+            first = self._waiting.pop(0)
+            text = self._ready.pop(first)
+            if text is not None:
+                sys.stdout.write((f"==> {first} <==\n" if self._many else "") + text)
+                sys.stdout.flush()
+
+
 def _destination(path: Path, fmt: str, output_dir: Path | None) -> Path | None:
     """Where a transcript goes: stdout (None) for text without an output directory."""
     if fmt == "text" and output_dir is None:
@@ -119,8 +137,9 @@ async def run(paths: list[Path], fmt: str, output_dir: Path | None, server: str 
     # The bar is drawn on stderr, so that stdout carries only transcripts (and can be piped).
     progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                         TimeRemainingColumn(), disable=not show_progress, transient=True,
-                        console=Console(stderr=True))
+                        console=Console(stderr=True), redirect_stdout=False)
     limit = asyncio.Semaphore(workers)
+    printed = _InOrder([p for p in durations], many=len(paths) > 1)
 
     async def one(path: Path, work: Callable[[Path, Report], Awaitable[Transcript]]) -> bool:
         task: TaskID = progress.add_task(path.name, total=max(durations[path], 0.001))
@@ -130,13 +149,13 @@ async def run(paths: list[Path], fmt: str, output_dir: Path | None, server: str 
             except Exception as exc:  # one file's failure is reported; the others go on
                 progress.remove_task(task)
                 print(f"lectern transcribe: {path}: {exc}", file=sys.stderr)
+                printed.done(path, None)
                 return False
         progress.update(task, completed=durations[path])
         destination = _destination(path, fmt, output_dir)
         rendered = transcript.render(fmt)
         if destination is None:
-            header = f"==> {path} <==\n" if len(durations) > 1 else ""
-            sys.stdout.write(header + rendered)
+            printed.done(path, rendered)
         else:
             destination.parent.mkdir(parents=True, exist_ok=True)
             destination.write_text(rendered, encoding="utf-8")

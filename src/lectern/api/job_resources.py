@@ -14,6 +14,7 @@ from lectern.api.deps import services
 from lectern.api.errors import ApiError
 from lectern.api.params import Timestamp, instant
 from lectern.auth.principal import Principal
+from lectern.auth.scopes import FILES_READ
 from lectern.jobs.queue import STATUSES
 from lectern.store.batch_models import FileRow
 from lectern.store.job_lifecycle import JobFilter
@@ -68,7 +69,9 @@ def job_id(raw: str, noun: str) -> uuid.UUID:
 
 
 async def readable_file(db: AsyncSession, file_id: uuid.UUID, caller: Principal, parameter: str) -> FileRow:
-    """A file the caller may read (their own: files are not shared); 404 or 403 otherwise."""
+    """A file the caller may read (their own: files are not shared, and ``speech:files:read``); 404 or 403."""
+    if not caller.has(FILES_READ):
+        raise ApiError(403, f"insufficient scope: reading a file needs {FILES_READ}", parameter)
     file = await db.get(FileRow, file_id)
     if file is None or file.tenant_id != caller.tenant_id:
         raise ApiError(404, f"file {file_id} not found", parameter)
@@ -87,7 +90,9 @@ class JobListQuery:
         status: Annotated[str | None, Query(max_length=200, pattern=STATUS_LIST, description=(
             "Filter by status (comma-separated). Values: PENDING, IN_PROGRESS, COMPLETED, FAILED, CANCELLED."
         ))] = None,
-        isDeleted: Annotated[bool, Query(description="Filter by deleted state.")] = False,
+        isDeleted: Annotated[bool | None, Query(
+            description="Filter by deleted state (default false; true when isPurged=true: a purged job is deleted).")
+        ] = None,
         isPurged: Annotated[bool | None, Query(description="Filter by permanently deleted state.")] = None,
         createdAfter: Annotated[Timestamp | None, Query(description="Created on or after this instant.")] = None,
         createdBefore: Annotated[Timestamp | None, Query(description="Created on or before this instant.")] = None,
@@ -103,6 +108,8 @@ class JobListQuery:
         if unknown:
             raise ApiError(400, f"status: unknown value(s) {', '.join(unknown)}; allowed: {', '.join(STATUSES)}",
                            "status")
+        if isDeleted is None:
+            isDeleted = bool(isPurged)
         self.field, _, direction = sort.partition(",")
         self.descending = direction.lower() == "desc"  # no direction: ascending, as every listing here
         self._echo: dict[str, Any] = {

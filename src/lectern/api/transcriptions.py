@@ -131,6 +131,7 @@ async def list_transcriptions(
 async def create_transcription(
     body: CreateTranscriptionRequest,
     request: Request,
+    response: Response,
     caller: Annotated[Principal, Depends(require(TRANSCRIPTIONS_WRITE))],
     db: Annotated[AsyncSession, Depends(database)],
 ) -> SpeechServiceTranscriptionResponse:
@@ -140,12 +141,15 @@ async def create_transcription(
         raise ApiError(400, "give exactly one of fileId and sessionId", "fileId")
     values = job_values(caller, body.transcription, body.diarization, webhook_config(body.webhook, request), "api")
     if body.sessionId is not None:
-        return await _from_session(db, body.sessionId, caller, values, body.transcription)
+        created = await _from_session(db, body.sessionId, caller, values, body.transcription)
+        response.headers["Location"] = f"{router.prefix}/{created.id}"
+        return created
     file = await readable_file(db, body.fileId, caller, "fileId")  # type: ignore[arg-type]
     if file.deleted_at is not None:
         raise ApiError(409, "the file has been deleted", "fileId")
     row = await jobs.create(db, {**values, "file_id": file.id, "duration_seconds": file.duration_seconds})
     request.app.state.jobs.wake()
+    response.headers["Location"] = f"{router.prefix}/{row.id}"
     return job_response(row)
 
 

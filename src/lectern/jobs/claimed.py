@@ -19,7 +19,7 @@ from lectern.jobs.queue import FAILED, JobLost
 from lectern.services import Services
 from lectern.store import job_lifecycle
 from lectern.store.job_lifecycle import JobKind
-from lectern.store.models import utcnow
+from lectern.store.models import rfc3339, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ class ClaimedJob(ABC):
         job_lifecycle.queue_event(s, self.kind, row)
 
     async def fail(self, code: str, message: str) -> None:
-        error = {"code": code, "message": message, "timestamp": utcnow().isoformat()}
+        error = {"code": code, "message": message, "timestamp": rfc3339(utcnow())}
         async with self.services.db() as s:
             await self.settle(s, FAILED, error_code=code, errors=[error])
             await s.commit()
@@ -128,7 +128,7 @@ async def fail_abandoned(services: Services, kind: JobKind, error_code: str) -> 
             message = f"the worker processing this {kind.noun} stopped {row.attempts} time(s); it will not be retried"
             row.status, row.completed_at, row.worker_id, row.lease_expires_at = FAILED, utcnow(), None, None
             row.error_code = error_code
-            row.errors = [{"code": error_code, "message": message, "timestamp": utcnow().isoformat()}]
+            row.errors = [{"code": error_code, "message": message, "timestamp": rfc3339(utcnow())}]
             job_lifecycle.queue_event(s, kind, row)
         await s.commit()
     return len(rows)

@@ -30,6 +30,11 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def rfc3339(moment: datetime) -> str:
+    """A UTC instant as the APIs and webhooks write it: ``2026-11-21T04:09:01.390694Z``."""
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """Timezone-aware UTC on every backend (SQLite returns naive datetimes otherwise)."""
 

@@ -21,7 +21,7 @@ def event_data(row: SummaryRow) -> dict[str, Any]:
         "status": row.status,
         "transcriptionId": str(row.transcription_id),
         "promptTemplateId": str(row.prompt_template_id),
-        "completionDate": row.completed_at.isoformat() if row.completed_at else None,
+        "completionDate": row.completed_at,
         "errors": row.errors,
     }
 

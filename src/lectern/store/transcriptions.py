@@ -24,7 +24,7 @@ def event_data(row: TranscriptionRow) -> dict[str, Any]:
         "status": row.status,
         "fileId": str(row.file_id) if row.file_id else None,
         "sessionId": str(row.session_id) if row.session_id else None,
-        "completionDate": row.completed_at.isoformat() if row.completed_at else None,
+        "completionDate": row.completed_at,
         "errorCode": row.error_code,
         "errors": row.errors,
     }
@@ -59,7 +59,8 @@ async def create_from_session(s: AsyncSession, values: dict[str, Any], session_i
         select(StreamSegmentRow).where(StreamSegmentRow.session_id == session_id)
         .order_by(StreamSegmentRow.segment_index)
     ))
-    row = TranscriptionRow(status=COMPLETED, session_id=session_id, started_at=now, completed_at=now, **values)
+    row = TranscriptionRow(status=COMPLETED, session_id=session_id, created_at=now, started_at=now, completed_at=now,
+                           **values)
     row.segment_count = len(segments)
     row.words_count = sum(len(seg.words) for seg in segments)
     row.processed_seconds = row.duration_seconds or 0.0

@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from lectern.settings import Settings
 from lectern.store.batch_models import WebhookDeliveryRow
-from lectern.store.models import utcnow
+from lectern.store.models import rfc3339, utcnow
 from lectern.webhooks.guard import GuardedTransport, WebhookRefused, allowed_hosts, check_webhook
 from lectern.webhooks.signing import sign
 
@@ -48,15 +48,11 @@ MAX_ERROR_CHARS = 500
 Sessions = async_sessionmaker[AsyncSession]
 
 
-def _rfc3339(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 def _json_default(value: Any) -> Any:
     if isinstance(value, uuid.UUID):
         return str(value)
     if isinstance(value, datetime):
-        return _rfc3339(value)
+        return rfc3339(value)
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
@@ -80,7 +76,7 @@ def enqueue(
     now = utcnow()
     # Serialized once: every attempt sends, and signs, the same bytes.
     body = json.dumps(
-        {"type": event_type, "timestamp": _rfc3339(now), "data": data},
+        {"type": event_type, "timestamp": rfc3339(now), "data": data},
         separators=(",", ":"), ensure_ascii=False, default=_json_default,
     )
     s.add(WebhookDeliveryRow(
