@@ -23,7 +23,7 @@ from elevenlabs.core.api_error import ApiError
 from sqlalchemy import text
 
 from lectern.api.scribe_answer import _segment_words
-from lectern.store.models import TranscriptionSegmentRow
+from lectern.store.batch_models import TranscriptionSegmentRow
 from tests.conftest import SPEECH, LecternServer, load_speech, word_error_rate
 from tests.speech.test_decode import write_audio
 

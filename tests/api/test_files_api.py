@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from sqlalchemy import text
 
-from lectern.store.models import TranscriptionRow
+from lectern.store.batch_models import TranscriptionRow
 from tests.api.test_streams_api import assert_problem, auth, iso, media_type
 from tests.conftest import SPEECH, LecternServer, load_speech
 

@@ -24,7 +24,8 @@ from standardwebhooks.webhooks import Webhook
 from lectern.settings import Settings
 from lectern.store.db import create_db_engine, session_factory
 from lectern.store.migrate import upgrade
-from lectern.store.models import Tenant, WebhookDeliveryRow, utcnow
+from lectern.store.batch_models import WebhookDeliveryRow
+from lectern.store.models import Tenant, utcnow
 from lectern.webhooks import DELIVERED, DISABLED, FAILED, PENDING, deliver_due, enqueue, make_client
 from lectern.webhooks.delivery import _claim, _Outcome, _record
 from tests.conftest import BACKENDS, _fresh_database
