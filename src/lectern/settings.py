@@ -89,6 +89,8 @@ class Settings(BaseSettings):
     llm_timeout_seconds: float = Field(default=120.0, gt=0)
     llm_max_retries: int = Field(default=3, ge=0)
     summary_workers: int = Field(default=2, ge=0, description="summary jobs this process runs at once; 0: none")
+    summary_create_per_minute: int = Field(default=30, ge=0, description="summaries one user may request a "
+                                           "minute on one node (429 past it); 0: no limit")
     summary_retention_days: float = Field(default=30.0, gt=0, description="a deleted summary's result is "
                                           "purged this long after deletion")
 

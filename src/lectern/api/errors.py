@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
 _TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
            409: "Conflict", 410: "Gone", 413: "Content Too Large", 415: "Unsupported Media Type",
-           416: "Range Not Satisfiable", 422: "Unprocessable Content",
+           416: "Range Not Satisfiable", 429: "Too Many Requests", 422: "Unprocessable Content",
            500: "Internal Server Error"}
 
 

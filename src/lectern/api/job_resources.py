@@ -90,9 +90,10 @@ class JobListQuery:
         status: Annotated[str | None, Query(max_length=200, pattern=STATUS_LIST, description=(
             "Filter by status (comma-separated). Values: PENDING, IN_PROGRESS, COMPLETED, FAILED, CANCELLED."
         ))] = None,
-        isDeleted: Annotated[bool | None, Query(
-            description="Filter by deleted state (default false; true when isPurged=true: a purged job is deleted).")
-        ] = None,
+        isDeleted: Annotated[bool, Query(
+            description="Filter by deleted state (as the seed: false by default, so `isPurged=true` alone finds "
+            "nothing: a purged job is a deleted one)."
+        )] = False,
         isPurged: Annotated[bool | None, Query(description="Filter by permanently deleted state.")] = None,
         createdAfter: Annotated[Timestamp | None, Query(description="Created on or after this instant.")] = None,
         createdBefore: Annotated[Timestamp | None, Query(description="Created on or before this instant.")] = None,
@@ -108,8 +109,6 @@ class JobListQuery:
         if unknown:
             raise ApiError(400, f"status: unknown value(s) {', '.join(unknown)}; allowed: {', '.join(STATUSES)}",
                            "status")
-        if isDeleted is None:
-            isDeleted = bool(isPurged)
         self.field, _, direction = sort.partition(",")
         self.descending = direction.lower() == "desc"  # no direction: ascending, as every listing here
         self._echo: dict[str, Any] = {
