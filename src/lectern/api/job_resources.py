@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import Query, Request
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from lectern.api.deps import services
@@ -17,7 +18,7 @@ from lectern.auth.principal import Principal
 from lectern.auth.scopes import FILES_READ
 from lectern.jobs.queue import STATUSES
 from lectern.store.batch_models import FileRow
-from lectern.store.job_lifecycle import JobFilter
+from lectern.store.job_lifecycle import JobFilter, JobKind
 from lectern.webhooks import allowed_hosts, check_webhook, signing_key
 
 SORT_PATTERN = r"^(creationDate|completionDate|status)(,(asc|desc|ASC|DESC))?$"
@@ -66,6 +67,17 @@ def job_id(raw: str, noun: str) -> uuid.UUID:
         return uuid.UUID(raw)
     except ValueError:
         raise ApiError(404, f"no {noun} {raw!r}: ids are UUIDs", "id") from None
+
+
+async def owned_job(db: AsyncSession, kind: JobKind, raw_id: str, caller: Principal) -> Any:
+    """The caller's job of ``kind``, deleted or not: another user's is 403, another tenant's 404."""
+    t = kind.table
+    row = await db.scalar(select(t).where(t.id == job_id(raw_id, kind.noun), t.tenant_id == caller.tenant_id))
+    if row is None:
+        raise ApiError(404, f"{kind.noun} {raw_id} not found")
+    if row.user_id != caller.user_id:
+        raise ApiError(403, f"this {kind.noun} belongs to another user")
+    return row
 
 
 async def readable_file(db: AsyncSession, file_id: uuid.UUID, caller: Principal, parameter: str) -> FileRow:

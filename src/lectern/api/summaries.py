@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from lectern.api.deps import database, require, services
 from lectern.api.errors import ApiError, problem_responses
-from lectern.api.job_resources import JobListQuery, SpeechServiceWebhook, job_id, readable_file, webhook_config
+from lectern.api.job_resources import JobListQuery, SpeechServiceWebhook, owned_job, readable_file, webhook_config
 from lectern.api.summary_models import (
     SpeechServiceSummaryListResponse,
     SpeechServiceSummaryRequest,
@@ -33,19 +33,10 @@ from lectern.jobs.queue import COMPLETED
 from lectern.store import job_lifecycle as lifecycle
 from lectern.store import summaries as store
 from lectern.store import transcriptions
-from lectern.store.batch_models import SummaryRow, TranscriptionRow
+from lectern.store.batch_models import TranscriptionRow
 from lectern.store.prompt_templates import visible_template
 
 router = APIRouter(prefix="/api/v1/speech-services/summaries", tags=["Summaries"])
-
-
-async def _owned(db: AsyncSession, raw_id: str, caller: Principal) -> SummaryRow:
-    row = await store.get(db, job_id(raw_id, "summary"), caller.tenant_id)
-    if row is None:
-        raise ApiError(404, f"summary {raw_id} not found")
-    if row.user_id != caller.user_id:
-        raise ApiError(403, "this summary belongs to another user")
-    return row
 
 
 async def _readable_transcription(db: AsyncSession, transcription_id: uuid.UUID, caller: Principal,
@@ -131,7 +122,7 @@ async def get_summary(
     caller: Annotated[Principal, Depends(require(SUMMARIES_READ))],
     db: Annotated[AsyncSession, Depends(database)],
 ) -> SpeechServiceSummaryResponse:
-    return summary_response(await _owned(db, id, caller))
+    return summary_response(await owned_job(db, store.KIND, id, caller))
 
 
 @router.get("/{id}/result", summary="Get Summary Result", response_model=SpeechServiceSummaryResult,
@@ -141,7 +132,7 @@ async def get_summary_result(
     caller: Annotated[Principal, Depends(require(SUMMARIES_READ))],
     db: Annotated[AsyncSession, Depends(database)],
 ) -> SpeechServiceSummaryResult:
-    row = await _owned(db, id, caller)
+    row = await owned_job(db, store.KIND, id, caller)
     if row.purged_at is not None:
         raise ApiError(410, "the summary result has been permanently deleted")
     result = summary_result(row)
@@ -160,7 +151,7 @@ async def update_webhook(
     db: Annotated[AsyncSession, Depends(database)],
 ) -> SpeechServiceSummaryResponse:
     """Set or replace the webhook of a pending or in-progress summary."""
-    row = await _owned(db, id, caller)
+    row = await owned_job(db, store.KIND, id, caller)
     try:
         await lifecycle.set_webhook(db, store.KIND, row, webhook_config(webhook, request))
     except lifecycle.Conflict as exc:
@@ -175,7 +166,7 @@ async def delete_webhook(
     caller: Annotated[Principal, Depends(require(SUMMARIES_WRITE))],
     db: Annotated[AsyncSession, Depends(database)],
 ) -> Response:
-    row = await _owned(db, id, caller)
+    row = await owned_job(db, store.KIND, id, caller)
     try:
         await lifecycle.set_webhook(db, store.KIND, row, None)
     except lifecycle.Conflict as exc:
@@ -192,7 +183,7 @@ async def cancel_summary(
     db: Annotated[AsyncSession, Depends(database)],
 ) -> Response:
     """Stops a pending or in-progress summary; an in-flight LLM request is aborted."""
-    row = await _owned(db, id, caller)
+    row = await owned_job(db, store.KIND, id, caller)
     try:
         await lifecycle.cancel(db, store.KIND, row)
     except lifecycle.Conflict as exc:
@@ -212,7 +203,7 @@ async def delete_summary(
         description="If true, immediately and permanently deletes result/error data.")] = False,
 ) -> Response:
     """The record remains until the retention period expires (`purgeAt`), or is purged now with `purge=true`."""
-    row = await _owned(db, id, caller)
+    row = await owned_job(db, store.KIND, id, caller)
     retention = timedelta(days=services(request).settings.summary_retention_days)
     try:
         await lifecycle.soft_delete(db, store.KIND, row, retention, purge)
@@ -229,7 +220,7 @@ async def purge_summary(
     db: Annotated[AsyncSession, Depends(database)],
 ) -> Response:
     """Permanently delete result and error data of a previously deleted summary."""
-    row = await _owned(db, id, caller)
+    row = await owned_job(db, store.KIND, id, caller)
     try:
         await lifecycle.purge(db, store.KIND, row)
     except lifecycle.Conflict as exc:

@@ -20,7 +20,7 @@ from lectern.api.errors import ApiError, problem_responses
 from lectern.api.job_resources import (
     JobListQuery,
     SpeechServiceWebhook,
-    job_id,
+    owned_job,
     readable_file,
     webhook_config,
 )
@@ -59,15 +59,6 @@ _MEDIA = {"srt": "application/x-subrip", "vtt": "text/vtt", "txt": "text/plain"}
 
 
 # -- lookups -------------------------------------------------------------------------------------
-
-
-async def _owned(db: AsyncSession, raw_id: str, caller: Principal) -> TranscriptionRow:
-    row = await jobs.get(db, job_id(raw_id, "transcription"), caller.tenant_id)
-    if row is None:
-        raise ApiError(404, f"transcription {raw_id} not found")
-    if row.user_id != caller.user_id:
-        raise ApiError(403, "this transcription belongs to another user")
-    return row
 
 
 def job_values(caller: Principal, options: TranscriptionOptions, diarization: DiarizationOptions,
@@ -183,7 +174,7 @@ async def get_transcription(
     caller: Annotated[Principal, Depends(require(TRANSCRIPTIONS_READ))],
     db: Annotated[AsyncSession, Depends(database)],
 ) -> SpeechServiceTranscriptionResponse:
-    return await _response(request, db, await _owned(db, id, caller))
+    return await _response(request, db, await owned_job(db, jobs.KIND, id, caller))
 
 
 @router.get(
@@ -202,7 +193,7 @@ async def get_result(
     db: Annotated[AsyncSession, Depends(database)],
     format: Annotated[Format, Query(description="json (default), srt, vtt or txt.")] = "json",
 ) -> Any:
-    row = await _owned(db, id, caller)
+    row = await owned_job(db, jobs.KIND, id, caller)
     if row.purged_at is not None:
         raise ApiError(410, "the result has been permanently deleted")
     if row.status != TranscriptionStatus.COMPLETED.value:
@@ -227,7 +218,7 @@ async def update_webhook(
     db: Annotated[AsyncSession, Depends(database)],
 ) -> SpeechServiceTranscriptionResponse:
     """Set or replace the webhook of a pending or running job (409 once it has ended)."""
-    row = await _owned(db, id, caller)
+    row = await owned_job(db, jobs.KIND, id, caller)
     try:
         await lifecycle.set_webhook(db, jobs.KIND, row, webhook_config(webhook, request))
     except lifecycle.Conflict as exc:
@@ -242,7 +233,7 @@ async def delete_webhook(
     caller: Annotated[Principal, Depends(require(TRANSCRIPTIONS_WRITE))],
     db: Annotated[AsyncSession, Depends(database)],
 ) -> Response:
-    row = await _owned(db, id, caller)
+    row = await owned_job(db, jobs.KIND, id, caller)
     try:
         await lifecycle.set_webhook(db, jobs.KIND, row, None)
     except lifecycle.Conflict as exc:
@@ -259,7 +250,7 @@ async def cancel_transcription(
     db: Annotated[AsyncSession, Depends(database)],
 ) -> Response:
     """Stops a running job promptly (at once on this node, within a heartbeat on another)."""
-    row = await _owned(db, id, caller)
+    row = await owned_job(db, jobs.KIND, id, caller)
     try:
         await lifecycle.cancel(db, jobs.KIND, row)
     except lifecycle.Conflict as exc:
@@ -278,7 +269,7 @@ async def delete_transcription(
     purge: Annotated[bool, Query(description="Also delete the result and errors now, for good.")] = False,
 ) -> Response:
     """Hides the job; its result is purged when the retention period ends (or now with `purge=true`)."""
-    row = await _owned(db, id, caller)
+    row = await owned_job(db, jobs.KIND, id, caller)
     retention = timedelta(days=services(request).settings.purge_after_days)
     try:
         await lifecycle.soft_delete(db, jobs.KIND, row, retention, purge)
@@ -295,7 +286,7 @@ async def purge_transcription(
     db: Annotated[AsyncSession, Depends(database)],
 ) -> Response:
     """Deletes a deleted job's result and errors for good, now."""
-    row = await _owned(db, id, caller)
+    row = await owned_job(db, jobs.KIND, id, caller)
     try:
         await lifecycle.purge(db, jobs.KIND, row)
     except lifecycle.Conflict as exc:

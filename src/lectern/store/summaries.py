@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from lectern.jobs.queue import PENDING
@@ -42,7 +42,3 @@ async def create(s: AsyncSession, values: dict[str, Any]) -> SummaryRow:
     await s.commit()
     return row
 
-
-async def get(s: AsyncSession, summary_id: uuid.UUID, tenant_id: uuid.UUID) -> SummaryRow | None:
-    """The tenant's summary, deleted or not (a deleted one is still shown, as deleted)."""
-    return await s.scalar(select(SummaryRow).where(SummaryRow.id == summary_id, SummaryRow.tenant_id == tenant_id))
