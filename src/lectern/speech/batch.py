@@ -15,7 +15,7 @@ from pathlib import Path
 
 from lectern.speech.audio import ENGINE_RATE, AudioFormat
 from lectern.speech.decode import decode_pcm
-from lectern.speech.engines.pool import RecognizerPool
+from lectern.speech.engines.pool import RecognizerPool, ignore_result
 from lectern.speech.pipeline import StreamSpec
 from lectern.speech.segmenter import RawSegment, SegmentRules
 
@@ -58,7 +58,7 @@ class FileTranscription:
                 yield segment
         finally:
             for future, _ in in_flight:  # abandoned (cancelled or failed): nobody will read these
-                future.add_done_callback(_ignore_result)
+                future.add_done_callback(ignore_result)
             try:
                 blocks.close()
             except ValueError:  # cancelled while a thread decodes the next block: it ends with the thread
@@ -88,7 +88,3 @@ def _blocks(chunks: Iterator[bytes]) -> Iterator[bytes]:
     if size:
         yield b"".join(pending)
 
-
-def _ignore_result(future: asyncio.Future[list[RawSegment]]) -> None:
-    if not future.cancelled():
-        future.exception()

@@ -210,9 +210,10 @@ class StreamHandle:
         self._released = True
         self._worker.streams -= 1
         if self._worker.alive:
-            self._pool._call(self._worker, "close", self._id).add_done_callback(_ignore_result)
+            self._pool._call(self._worker, "close", self._id).add_done_callback(ignore_result)
 
 
-def _ignore_result(future: asyncio.Future[Any]) -> None:
+def ignore_result(future: asyncio.Future[Any]) -> None:
+    """A done-callback for a future nobody awaits: its exception is taken, so asyncio does not log it."""
     if not future.cancelled():
         future.exception()
