@@ -45,7 +45,8 @@
   faster than real time (default 1.0), one file at a time (``--concurrency N``: N files at once,
   the server with N engine workers, at most the cores). A failed file (error message, early
   close, no final within its audio's time + 60 s) counts as an empty transcript and an error.
-* WER: both sides through Whisper's ``EnglishTextNormalizer``, then ``jiwer.process_words`` over all
+* WER: both sides through Whisper's ``EnglishTextNormalizer`` (tokens it leaves without a letter or
+  digit dropped: it keeps the last dot of a closing "..."), then ``jiwer.process_words`` over all
   (reference, hypothesis) pairs of the set: corpus WER, the set's substitutions + deletions +
   insertions over its reference words (not a mean of per-file WERs; each file aligned alone, so
   no word is matched across files). "vs offline" is the path's WER minus offline's; the target
@@ -106,7 +107,7 @@ JOBS_API = "/api/v1/speech-services/transcriptions"
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED"}
 CONNECT: dict[str, Any] = {"max_size": None, "open_timeout": 30}
 SMOKE_FILES, SMOKE_PACE = 3, 8.0
-NORMALIZE = EnglishTextNormalizer()
+WHISPER_NORMALIZER = EnglishTextNormalizer()
 
 
 class PathFailed(Exception):
@@ -431,15 +432,21 @@ def through_server(transcribe: Callable[[Target, Clip], Awaitable[str]], target:
     return asyncio.run(every_file())
 
 
+def normalized(text: str) -> str:
+    """Whisper's English normalization, less the tokens it leaves without a letter or digit (it keeps
+    the last dot of a closing "...": a word to jiwer)."""
+    return " ".join(w for w in WHISPER_NORMALIZER(text).split() if any(c.isalnum() for c in w))
+
+
 def score(outcomes: list[Outcome]) -> dict[str, Any]:
-    out = jiwer.process_words([NORMALIZE(o.reference) for o in outcomes],
-                              [NORMALIZE(o.hypothesis) for o in outcomes])
+    out = jiwer.process_words([normalized(o.reference) for o in outcomes],
+                              [normalized(o.hypothesis) for o in outcomes])
     return {"wer": out.wer, "substitutions": out.substitutions, "deletions": out.deletions,
             "insertions": out.insertions, "reference_words": out.hits + out.substitutions + out.deletions}
 
 
 def file_wer(outcome: Outcome) -> float:
-    return jiwer.wer(NORMALIZE(outcome.reference), NORMALIZE(outcome.hypothesis))
+    return jiwer.wer(normalized(outcome.reference), normalized(outcome.hypothesis))
 
 
 def measure(name: str, clips: list[Clip], run: Callable[[], list[Outcome]]) -> dict[str, Any]:
@@ -499,10 +506,10 @@ def per_file_lines(paths: list[dict[str, Any]]) -> list[str]:
     width = max(len(p["path"]) for p in paths)
     lines = []
     for i, first in enumerate(paths[0]["per_file"]):
-        lines += ["", f"  {first['file']}", f"    {'reference':<{width}}        {NORMALIZE(first['reference'])}"]
+        lines += ["", f"  {first['file']}", f"    {'reference':<{width}}        {normalized(first['reference'])}"]
         for p in paths:
             f = p["per_file"][i]
-            lines.append(f"    {p['path']:<{width}}  {f['wer']:.3f}  {NORMALIZE(f['hypothesis'])}"
+            lines.append(f"    {p['path']:<{width}}  {f['wer']:.3f}  {normalized(f['hypothesis'])}"
                          + (f"  [ERROR {f['error']}]" if f["error"] else ""))
     return lines
 
