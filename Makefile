@@ -1,6 +1,5 @@
 # Everything runs from a project-local virtualenv (.venv) so a fresh machine needs only python3.
 PY := .venv/bin/python
-SILERO_VAD := silero-vad==6.2.3
 
 .PHONY: install serve test bench fixtures
 
@@ -10,8 +9,6 @@ SILERO_VAD := silero-vad==6.2.3
 
 install: .venv/bin/python
 	$(PY) -m pip install --quiet -e '.[test]'
-	# The silero-vad wheel carries the ONNX model Lectern runs; its torch requirement is not needed.
-	$(PY) -m pip install --quiet --no-deps '$(SILERO_VAD)'
 
 serve: install
 	.venv/bin/lectern serve

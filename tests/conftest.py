@@ -102,14 +102,7 @@ class LecternServer:
             database_url, self._drop_database = _fresh_database(backend)
         else:
             self._drop_database = lambda: None
-        self.env = {
-            **os.environ,
-            "LECTERN_DATA_DIR": str(tmp),
-            "LECTERN_ENGINE_WORKERS": "2",
-            "LECTERN_CREATE_DEV_KEY": "false",
-            "LECTERN_LOG_LEVEL": "warning",
-            **{f"LECTERN_{k.upper()}": str(v) for k, v in settings.items()},
-        }
+        self.env = {**self.base_env(tmp), **{f"LECTERN_{k.upper()}": str(v) for k, v in settings.items()}}
         if database_url:
             self.env["LECTERN_DATABASE_URL"] = database_url
         self.database_url = database_url or f"sqlite:///{(tmp / 'lectern.db').resolve()}"
@@ -122,6 +115,18 @@ class LecternServer:
         )
         self._wait_ready()
         self._db = create_sync_engine(self.database_url)
+
+    @staticmethod
+    def base_env(data_dir: Path) -> dict[str, str]:
+        return {
+            **os.environ,
+            "LECTERN_DATA_DIR": str(data_dir),
+            "LECTERN_ENGINE_WORKERS": "2",
+            "LECTERN_CREATE_DEV_KEY": "false",
+            "LECTERN_LOG_LEVEL": "warning",
+            # Tests whose point is not the engine run on the light one; Whisper's have their own.
+            "LECTERN_DEFAULT_MODEL": "pocketsphinx-en-us",
+        }
 
     def _wait_ready(self, timeout: float = 90.0) -> None:
         deadline = time.monotonic() + timeout

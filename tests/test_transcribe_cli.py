@@ -50,7 +50,9 @@ class Run:
 
 
 def transcribe(cwd: Path, *args: Any, env: dict[str, str] | None = None, timeout: float = 300) -> Run:
+    # The light engine, as the test servers use: these tests compare local and server results.
     clean = {k: v for k, v in os.environ.items() if not k.startswith("LECTERN_")}
+    clean["LECTERN_DEFAULT_MODEL"] = "pocketsphinx-en-us"
     done = subprocess.run([sys.executable, "-m", "lectern", "transcribe", *map(str, args)], cwd=cwd,
                           env={**clean, **(env or {})}, capture_output=True, text=True, timeout=timeout)
     assert "Traceback" not in done.stderr, done.stderr
@@ -179,7 +181,9 @@ def test_an_undecodable_or_missing_file_fails_alone(audio):
 def on_a_terminal(audio: Path) -> tuple[Run, list[int]]:
     """long.wav transcribed with stderr on a pseudo-terminal; the percentages the bar showed."""
     master, slave = pty.openpty()
+    # The light engine, as the test servers use: these tests compare local and server results.
     clean = {k: v for k, v in os.environ.items() if not k.startswith("LECTERN_")}
+    clean["LECTERN_DEFAULT_MODEL"] = "pocketsphinx-en-us"
     process = subprocess.Popen([sys.executable, "-m", "lectern", "transcribe", "long.wav"], cwd=audio, env=clean,
                                stdout=subprocess.PIPE, stderr=slave)
     os.close(slave)

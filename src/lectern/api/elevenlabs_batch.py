@@ -27,7 +27,7 @@ from lectern.api.scribe_answer import ScribeTranscript, answer
 from lectern.api.scribe_errors import ScribeError, ScribeErrorBody, invalid, unauthorized, upload_error
 from lectern.api.scribe_form import MAX_KEYTERMS, REQUEST_BODY, ScribeRequest, boolean, parse_form
 from lectern.api.scribe_pcm import as_wav
-from lectern.api.transcription_models import DiarizationOptions, TranscriptionOptions
+from lectern.api.transcription_models import DiarizationOptions, LanguageOptions, TranscriptionOptions
 from lectern.api.transcriptions import job_values
 from lectern.api.uploads import Upload, UploadError, receive_upload
 from lectern.auth import keys
@@ -38,6 +38,7 @@ from lectern.jobs.queue import CANCELLED, COMPLETED, TERMINAL
 from lectern.jobs.transcription import AUDIO_DECODING_FAILED, FILE_NOT_FOUND
 from lectern.services import Services
 from lectern.speech.decode import UnsupportedAudio
+from lectern.speech.models import ModelRegistry
 from lectern.store import files as file_store
 from lectern.store import job_lifecycle as lifecycle
 from lectern.store import transcriptions as jobs
@@ -128,7 +129,7 @@ async def _speech_to_text(request: Request, services: Services) -> Response:
         raise upload_error(exc) from None
     async with upload:
         scribe = parse_form(upload)
-        values = _values(caller, scribe)
+        values = _values(caller, scribe, services.models)
         if upload.size == 0:
             raise invalid("the file is empty", "file")
         stored = await as_wav(upload, settings.uploads_dir) if scribe.pcm else upload
@@ -148,12 +149,17 @@ async def _speech_to_text(request: Request, services: Services) -> Response:
             await asyncio.shield(_forget(services, job.id, caller, file))
 
 
-def _values(caller: Principal, scribe: ScribeRequest) -> dict[str, Any]:
-    options = TranscriptionOptions(model=scribe.model_id, punctuation=True, capitalization=True)
+def _values(caller: Principal, scribe: ScribeRequest, models: ModelRegistry) -> dict[str, Any]:
+    options = TranscriptionOptions(model=scribe.model_id, punctuation=True, capitalization=True,
+                                   language=LanguageOptions(defaultLanguageCode=scribe.language_code or "en"))
     try:
-        values = job_values(caller, options, DiarizationOptions(), None, "elevenlabs")
-    except ApiError as exc:  # already checked above; kept in ElevenLabs' shape all the same
-        raise invalid(exc.detail, exc.parameter or "model_id") from None
+        values = job_values(caller, options, DiarizationOptions(), None, "elevenlabs", models)
+    except ApiError as exc:  # in ElevenLabs' shape
+        raise invalid(exc.detail, "language_code") from None
+    for code in scribe.secondary_language_codes:
+        if not models.serves_language(values["resolved_model_name"], code):
+            message = models.language_error(values["resolved_model_name"], code, "secondary_language_codes")
+            raise invalid(message, "secondary_language_codes")
     extra: dict[str, Any] = {"no_verbatim": scribe.no_verbatim}
     if scribe.keyterms:
         extra["keyterms"] = list(scribe.keyterms)

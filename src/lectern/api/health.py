@@ -13,6 +13,14 @@ async def healthz(request: Request) -> JSONResponse:
     pool = request.app.state.services.pool
     if not pool.ready:
         return JSONResponse({"status": "starting"}, status_code=503)
-    return JSONResponse(
-        {"status": "ok", "engine": pool.engine, "streams": pool.active_streams, "capacity": pool.capacity}
-    )
+    models = request.app.state.services.models
+    return JSONResponse({
+        "status": "ok",
+        "engine": models.default,
+        "streams": pool.active_streams,
+        "capacity": pool.capacity(models.default),
+        "models": {
+            name: {"capacity": pool.capacity(name), "languages": models.languages.get(name)}
+            for name in models.models
+        },
+    })

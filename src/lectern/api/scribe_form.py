@@ -16,7 +16,6 @@ from lectern.api.scribe_errors import invalid
 from lectern.api.uploads import Upload
 from lectern.param_values import boolean as spelled_boolean
 from lectern.param_values import is_language_code
-from lectern.speech.models import serves_language
 
 MAX_MODEL_ID = 200  # the transcriptions table's column
 MAX_KEYTERMS, MAX_KEYTERM_CHARS, MAX_KEYTERM_WORDS = 1000, 50, 5  # ElevenLabs' documented limits
@@ -29,7 +28,7 @@ _FIELDS_DOC: dict[str, dict[str, Any]] = {
     "file": {"type": "string", "format": "binary", "description": "The audio (any common container)."},
     "file_format": {"type": "string", "enum": ["pcm_s16le_16", "other"], "default": "other",
                     "description": "`pcm_s16le_16`: raw 16 kHz mono 16-bit little-endian PCM, no header."},
-    "language_code": {"type": "string", "description": "English only (`en`, `eng`, `en-US`...)."},
+    "language_code": {"type": "string", "description": "What the model serves: English (`en`, `eng`, `en-US`...) on the embedded models."},
     "timestamps_granularity": {"type": "string", "enum": ["none", "word", "character"], "default": "word"},
     "tag_audio_events": {"type": "boolean", "description": "Accepted; no audio events are detected."},
     "no_verbatim": {"type": "boolean", "description": "Drop fillers and immediate repetitions."},
@@ -49,6 +48,8 @@ REQUEST_BODY = {"required": True, "content": {"multipart/form-data": {"schema": 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ScribeRequest:
     model_id: str
+    language_code: str | None  # whether the model serves these is the job's check
+    secondary_language_codes: tuple[str, ...]
     granularity: Literal["none", "word", "character"]
     pcm: bool
     no_verbatim: bool
@@ -118,8 +119,6 @@ def boolean(raw: str | None, name: str, default: bool) -> bool:
 def _language(code: str, name: str) -> None:
     if not is_language_code(code):
         raise invalid(f"{name} must be an ISO 639-1 or ISO 639-3 code, not {code[:50]!r}", name)
-    if not serves_language(code):
-        raise invalid(f"{name} {code!r} is not served: this server transcribes English (en/eng) only", name)
 
 
 def parse_form(upload: Upload) -> ScribeRequest:
@@ -197,6 +196,8 @@ def parse_form(upload: Upload) -> ScribeRequest:
 
     return ScribeRequest(
         model_id=model_id,
+        language_code=language,
+        secondary_language_codes=tuple(code for code in upload.getlist("secondary_language_codes") if code),
         granularity=granularity,  # type: ignore[arg-type]
         pcm=file_format == "pcm_s16le_16",
         no_verbatim=form.boolean("no_verbatim"),

@@ -18,13 +18,13 @@ from lectern.api.deps import database, require, services
 from lectern.api.errors import ApiError, problem_responses
 from lectern.api.file_fields import file_fields
 from lectern.api.files import SpeechServiceFileResponse, file_response, ingest, received_upload
+from lectern.api.job_resources import SpeechServiceWebhook, webhook_config
 from lectern.api.transcription_models import (
     DiarizationOptions,
     SpeechServiceTranscriptionResponse,
     TranscriptionOptions,
     job_response,
 )
-from lectern.api.job_resources import SpeechServiceWebhook, webhook_config
 from lectern.api.transcriptions import job_values
 from lectern.auth.principal import Principal
 from lectern.auth.scopes import FILES_WRITE, TRANSCRIPTIONS_WRITE
@@ -92,7 +92,7 @@ async def upload_and_transcribe(
         options = _json_option(form, "transcription", TranscriptionOptions) or TranscriptionOptions()
         diarization = _json_option(form, "diarization", DiarizationOptions) or DiarizationOptions()
         webhook = webhook_config(_json_option(form, "webhook", SpeechServiceWebhook), request)
-        values = job_values(caller, options, diarization, webhook, "upload")
+        values = job_values(caller, options, diarization, webhook, "upload", services(request).models)
         file = await ingest(request, caller, upload, fields)
     async with services(request).db() as s:
         job = await jobs.create(s, {**values, "file_id": file.id, "duration_seconds": file.duration_seconds})

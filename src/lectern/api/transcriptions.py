@@ -43,7 +43,7 @@ from lectern.auth.scopes import (
     TRANSCRIPTIONS_READ,
     TRANSCRIPTIONS_WRITE,
 )
-from lectern.speech.models import resolve_model, serves_language
+from lectern.speech.models import ModelRegistry, normalize_language
 from lectern.speech.subtitles import TimedText, TimedWord, to_srt, to_txt, to_vtt
 from lectern.speech.text import as_sentence
 from lectern.store import job_lifecycle as lifecycle
@@ -62,21 +62,21 @@ _MEDIA = {"srt": "application/x-subrip", "vtt": "text/vtt", "txt": "text/plain"}
 
 
 def job_values(caller: Principal, options: TranscriptionOptions, diarization: DiarizationOptions,
-                webhook: dict[str, Any] | None, source: str) -> dict[str, Any]:
+                webhook: dict[str, Any] | None, source: str, models: ModelRegistry) -> dict[str, Any]:
     if diarization.enabled:
         raise ApiError(400, "diarization is not available on this server", "diarization.enabled")
+    model = models.resolve(options.model)
     language = options.language.defaultLanguageCode
-    if not serves_language(language):
-        raise ApiError(400, f"language {language!r} is not served: this server transcribes English (en) only",
+    if not models.serves_language(model.name, language):
+        raise ApiError(400, models.language_error(model.name, language or "", "language"),
                        "transcription.language.defaultLanguageCode")
-    model = resolve_model(options.model)
     return {
         "tenant_id": caller.tenant_id,
         "user_id": caller.user_id,
         "source": source,
         "requested_model": model.requested_alias,
         "resolved_model_name": model.name,
-        "language_code": "en",
+        "language_code": normalize_language(language) or "en",
         "options": {"punctuation": options.punctuation, "capitalization": options.capitalization},
         "webhook": webhook,
     }
@@ -130,7 +130,8 @@ async def create_transcription(
     (`sessionId`: its segments are the result, COMPLETED at once)."""
     if (body.fileId is None) == (body.sessionId is None):
         raise ApiError(400, "give exactly one of fileId and sessionId", "fileId")
-    values = job_values(caller, body.transcription, body.diarization, webhook_config(body.webhook, request), "api")
+    values = job_values(caller, body.transcription, body.diarization, webhook_config(body.webhook, request), "api",
+                        request.app.state.services.models)
     if body.sessionId is not None:
         created = await _from_session(db, body.sessionId, caller, values, body.transcription)
         response.headers["Location"] = f"{router.prefix}/{created.id}"

@@ -44,7 +44,7 @@ def _recognizer_free(services: Services) -> bool:
     # A job needs a recognizer: claim only when one is free, so that a claimed job never waits for
     # a slot while another worker could have run it.
     pool = services.pool
-    return pool.ready and pool.active_streams < pool.capacity
+    return pool.ready and pool.can_admit(pool.models.default)
 
 
 def job_sources(settings: Settings) -> list[JobSource]:

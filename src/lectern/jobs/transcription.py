@@ -11,6 +11,7 @@ from lectern.jobs.queue import COMPLETED
 from lectern.services import Services
 from lectern.speech.batch import FileTranscription
 from lectern.speech.decode import UnsupportedAudio
+from lectern.speech.engines.base import RecognizerOptions
 from lectern.speech.engines.pool import EngineFailure, PoolExhausted
 from lectern.speech.segmenter import RawSegment
 from lectern.speech.text import as_sentence
@@ -56,8 +57,11 @@ class TranscriptionJob(ClaimedJob):
         if file is None or file.deleted_at is not None:
             raise FileNotFoundError(self.row.file_id)
         async with self.services.blobs.local_path(file.blob_key) as path:
-            self.transcription = FileTranscription(self.services.pool, path, self.row.processed_seconds,
-                                                   keyterms=tuple(self.row.options.get("keyterms", ())))
+            self.transcription = FileTranscription(
+                self.services.pool, path, self.row.processed_seconds, model=self.row.resolved_model_name,
+                recognizer=RecognizerOptions(keyterms=tuple(self.row.options.get("keyterms", ())),
+                                             language=self.row.language_code),
+            )
             async for segment in self.transcription.segments():
                 await self._store(segment)
         async with self.services.db() as s:

@@ -16,14 +16,15 @@ from dataclasses import dataclass
 
 from lectern.auth.principal import Principal
 from lectern.realtime.config import ClientInfo, StreamConfig
-from lectern.speech.endpointing import VadEndpointer
 from lectern.realtime.errors import ErrorKind, StreamError
 from lectern.realtime.outbox import Outbox, StreamEvents
 from lectern.realtime.recording import RecordingWriter
-from lectern.realtime.segment import CommitTrigger, Segment
+from lectern.realtime.segment import Segment
 from lectern.services import Services
+from lectern.speech.engines.base import RecognizerOptions
 from lectern.speech.engines.pool import EngineFailure, PoolExhausted, StreamHandle
-from lectern.speech.pipeline import StreamSpec
+from lectern.speech.engines.worker import StreamSpec
+from lectern.speech.segmenter import RawSegment, SegmentRules
 from lectern.speech.text import remove_disfluencies
 from lectern.store import sessions as rows
 from lectern.store.models import utcnow
@@ -31,16 +32,15 @@ from lectern.store.models import utcnow
 log = logging.getLogger(__name__)
 
 # Audio handed to the recognizer in one request at most: coalescing a backlog makes fewer
-# round trips, the cap keeps one stream from holding its worker for long. A VAD commit lands at
-# the end of the request that heard the pause, so VAD streams take smaller steps: a client
-# sending faster than real time must not see the next utterance's start in this one's segment.
+# round trips, the cap keeps one stream from holding its worker for long. Where a VAD commit
+# falls inside a request is the worker's decision (speech/segmenter.py), so it is exact at any size.
 MAX_FEED_SECONDS = 1.0
-MAX_FEED_SECONDS_VAD = 0.2
 
 
 @dataclass(frozen=True, slots=True)
 class AudioIn:
     data: bytes
+    context: str | None = None  # text said before this audio (ElevenLabs' previous_text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +98,6 @@ class StreamSession:
         self._segment_count = 0
         self._words_count = 0
         self._last_partial = ""
-        self._endpointer = VadEndpointer(config.vad) if config.commit_strategy == "vad" else None
         self._recording: RecordingWriter | None = None
         self._outbox: Outbox | None = None
         self._stopped = False
@@ -112,7 +111,15 @@ class StreamSession:
         """Create the session row, reserve a recognizer and go ACTIVE, or raise StreamError."""
         spec = StreamSpec(
             format=config.audio_format,
-            keyterms=config.keyterms,
+            model=config.model.name,
+            recognizer=RecognizerOptions(
+                keyterms=config.keyterms, source_rate=config.audio_format.sample_rate, language=config.language_code
+            ),
+            rules=SegmentRules(
+                vad=config.vad if config.commit_strategy == "vad" else None,
+                max_segment_seconds=services.settings.auto_commit_seconds,
+                single_segment=config.single_utterance,
+            ),
             return_pcm=config.recording and not config.audio_format.is_engine_native,
         )
         try:
@@ -204,7 +211,7 @@ class StreamSession:
         """When processing was cut short (the time limit, a client reading nothing), still commit
         what was recognized; after an ending that drained the input there is nothing left."""
         with contextlib.suppress(Exception):
-            await self._commit("end", final=True)
+            await self._finish_audio()
 
     async def _end(self, state: str, reason: str | None) -> None:
         self._handle.release()
@@ -259,6 +266,8 @@ class StreamSession:
             elif self._stopped:
                 continue
             elif isinstance(event, AudioIn):
+                if event.context:
+                    self._handle.set_context(event.context)
                 self._accept_audio(event.data)
             else:
                 self._accept_commit()
@@ -327,8 +336,8 @@ class StreamSession:
     # -- processing --------------------------------------------------------------------------
 
     async def _process(self) -> None:
-        step = MAX_FEED_SECONDS_VAD if self._endpointer is not None else MAX_FEED_SECONDS
-        max_bytes = int(step * self.config.audio_format.sample_rate) * self.config.audio_format.bytes_per_sample
+        fmt = self.config.audio_format
+        max_bytes = int(MAX_FEED_SECONDS * fmt.sample_rate) * fmt.bytes_per_sample
         while True:
             while not self._inbox:
                 self._inbox_ready.clear()
@@ -336,11 +345,11 @@ class StreamSession:
             item = self._inbox.popleft()
             if isinstance(item, _End):
                 if not self._stopped:
-                    await self._feed(b"", last=True)
-                    await self._commit("end", final=True)
+                    await self._finish_audio()
                 return
             if isinstance(item, CommitIn):
-                await self._commit("manual")
+                for raw in await self._handle.commit():
+                    await self._commit(raw, self._processed_bytes)
                 continue
             parts = [item]
             size = len(item)
@@ -351,28 +360,45 @@ class StreamSession:
                 size += len(more)
             await self._feed(b"".join(parts) if len(parts) > 1 else item)
 
-    async def _feed(self, data: bytes, last: bool = False) -> None:
-        result = await (self._handle.drain() if last else self._handle.feed(data))
+    async def _feed(self, data: bytes) -> None:
+        result = await self._handle.feed(data)
+        start = self._processed_bytes
         self._processed_bytes += len(data)
+        ending = next((raw for raw in result.segments if raw.trigger == "vad" and self.config.single_utterance), None)
+        if ending is not None:  # the worker recognizes nothing after it: nor is it processed or recorded
+            self._processed_bytes = self._position_of(ending)
         if self._recording:
-            self._recording.write(result.pcm if result.pcm is not None else data)
-        if result.partial != self._last_partial:
+            self._recording.write(result.pcm if result.pcm is not None else data[: self._processed_bytes - start])
+        for raw in result.segments:  # closed by the VAD or the segment length, where the audio is
+            await self._commit(raw, self._position_of(raw))
+            if raw is ending:
+                self._stop()
+                return
+        # After the commits: a partial computed past a segment's end is the next segment's.
+        if result.partial is not None and result.partial != self._last_partial:
             self._last_partial = result.partial
             assert self._outbox is not None
             self._outbox.partial(result.partial)
-        if self._endpointer is not None and self._endpointer.update(result.vad):
-            await self._commit("vad")
-            if self.config.single_utterance:
-                self._stop()
-        elif self._processed_bytes - self._segment_start >= self._settings.auto_commit_seconds * self._bytes_per_second:
-            await self._commit("auto")
 
-    async def _commit(self, trigger: CommitTrigger, final: bool = False) -> None:
-        """Make the committed transcript of the audio since the last commit; store, then send it."""
-        position = self._processed_bytes
-        if final and position <= self._segment_start:
+    async def _finish_audio(self) -> None:
+        """The end of the client's audio: commit what is left."""
+        segments, tail = await self._handle.finish()
+        if self._recording and tail:
+            self._recording.write(tail)
+        for raw in segments:
+            await self._commit(raw, self._processed_bytes, final=True)
+
+    def _position_of(self, raw: RawSegment) -> int:
+        """Where (client bytes) the worker closed a segment: at most what was processed."""
+        sample = self.config.audio_format.bytes_per_sample
+        position = int(raw.closed_at * self._bytes_per_second) // sample * sample
+        return min(max(position, self._segment_start), self._processed_bytes)
+
+    async def _commit(self, raw: RawSegment, position: int, final: bool = False) -> None:
+        """Store, then send, the committed transcript of the audio up to ``position``."""
+        if final and position <= self._segment_start and not raw.words:
             return
-        words = await self._handle.finish()
+        words = list(raw.words)
         if self.config.no_verbatim:
             words = remove_disfluencies(words, lambda w: w.text)
         text = " ".join(w.text for w in words)
@@ -382,8 +408,8 @@ class StreamSession:
             words=tuple(words),
             start=words[0].start if words else round(self._seconds(self._segment_start), 3),
             end=round(max(self._seconds(position), words[-1].end if words else 0.0), 3),
-            language_code=self.config.language_code,
-            trigger=trigger,
+            language_code=raw.language or self.config.language_code,
+            trigger=raw.trigger,
         )
         if text:
             self._segment_count += 1
@@ -399,8 +425,6 @@ class StreamSession:
         self._segment_start = position
         self._commit_mark = max(self._commit_mark, position)
         self._last_partial = ""
-        if self._endpointer is not None:
-            self._endpointer.reset()
         if final and not text:
             return
         assert self._outbox is not None

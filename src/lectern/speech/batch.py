@@ -15,9 +15,10 @@ from pathlib import Path
 
 from lectern.speech.audio import ENGINE_RATE, AudioFormat
 from lectern.speech.decode import decode_pcm
+from lectern.speech.engines.base import RecognizerOptions
 from lectern.speech.engines.pool import RecognizerPool, ignore_result
-from lectern.speech.pipeline import StreamSpec
-from lectern.speech.segmenter import RawSegment, SegmentRules
+from lectern.speech.engines.worker import StreamSpec
+from lectern.speech.segmenter import BATCH_RULES, FeedResult, RawSegment, SegmentRules
 
 BLOCK_BYTES = 2 * ENGINE_RATE  # one second of audio per request
 # Enough to cover a request's round trip; few enough that a realtime stream sharing the worker
@@ -29,33 +30,37 @@ class FileTranscription:
     """One file's recognition; ``position`` is how far (seconds into the file) it has got."""
 
     def __init__(self, pool: RecognizerPool, path: Path, start_seconds: float = 0.0,
-                 rules: SegmentRules = SegmentRules(), keyterms: tuple[str, ...] = ()) -> None:
+                 rules: SegmentRules = BATCH_RULES, model: str | None = None,
+                 recognizer: RecognizerOptions = RecognizerOptions()) -> None:
         self._pool = pool
         self._path = path
-        self._keyterms = keyterms
+        self._model = model if model in pool.models.models else pool.models.default
+        self._recognizer = recognizer
         self._rules = replace(rules, offset_seconds=start_seconds)
         self.position = start_seconds
 
     async def segments(self) -> AsyncIterator[RawSegment]:
-        """The file's segments in order. Raises PoolExhausted when no recognizer is free,
-        UnsupportedAudio when the file cannot be decoded, EngineFailure when recognition fails."""
-        spec = StreamSpec(format=AudioFormat("pcm_s16le", ENGINE_RATE), keyterms=self._keyterms, partials=False,
-                          segmenting=self._rules)
+        """The file's segments with words, in order. Raises PoolExhausted when no recognizer is
+        free, UnsupportedAudio when the file cannot be decoded, EngineFailure when recognition fails."""
+        spec = StreamSpec(format=AudioFormat("pcm_s16le", ENGINE_RATE), model=self._model,
+                          recognizer=self._recognizer, rules=self._rules, partials=False)
         handle = self._pool.open(spec)
         blocks = _blocks(decode_pcm(self._path, self._rules.offset_seconds))
-        in_flight: collections.deque[tuple[asyncio.Future[list[RawSegment]], int]] = collections.deque()
+        in_flight: collections.deque[tuple[asyncio.Future[FeedResult], int]] = collections.deque()
         try:
             await handle.ready()
             while (block := await asyncio.to_thread(next, blocks, None)) is not None:
-                in_flight.append((handle.segment(block), len(block)))
+                in_flight.append((handle.feed(block), len(block)))
                 if len(in_flight) >= IN_FLIGHT:
                     for segment in await self._collect(in_flight.popleft()):
                         yield segment
             while in_flight:
                 for segment in await self._collect(in_flight.popleft()):
                     yield segment
-            for segment in await handle.segment_end():
-                yield segment
+            last, _ = await handle.finish()
+            for segment in last:
+                if segment.words:
+                    yield segment
         finally:
             for future, _ in in_flight:  # abandoned (cancelled or failed): nobody will read these
                 future.add_done_callback(ignore_result)
@@ -65,11 +70,11 @@ class FileTranscription:
                 pass
             handle.release()
 
-    async def _collect(self, request: tuple[asyncio.Future[list[RawSegment]], int]) -> list[RawSegment]:
+    async def _collect(self, request: tuple[asyncio.Future[FeedResult], int]) -> list[RawSegment]:
         future, size = request
-        segments = await future
+        result = await future
         self.position += size / (2 * ENGINE_RATE)
-        return segments
+        return [segment for segment in result.segments if segment.words]
 
 
 def _blocks(chunks: Iterator[bytes]) -> Iterator[bytes]:

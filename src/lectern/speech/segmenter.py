@@ -1,9 +1,11 @@
-"""Cutting a whole file's audio into transcript segments, inside an engine worker.
+"""Where a stream's transcript segments end, decided inside the engine worker beside the audio.
 
-A batch job sends audio far faster than real time and never waits for partials, so the pauses
-that end segments are found where the audio is recognized, not by a round trip per pause: the
-worker feeds each block to the pipeline in short steps and closes a segment at the step where
-the VAD hears the pause, before any later audio reaches the recognizer.
+One rule for realtime streams and batch files alike: the pipeline asks after every 32 ms VAD
+window whether the segment ends there, when the VAD rule hears the pause (a stream's
+commit_strategy=vad, and every batch job) or the segment reaches its longest length, and closes
+it before any later audio reaches the recognizer. So a segment is closed at its place in the
+audio whatever the chunking, without a round trip per pause, and no VAD probability ever travels
+to the event loop. Manual commits and the end of the audio close a segment on request.
 """
 
 from __future__ import annotations
@@ -11,79 +13,112 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from lectern.speech.audio import ENGINE_RATE
-from lectern.speech.endpointing import VadEndpointer, VadSettings
-from lectern.speech.engines.base import Word
-from lectern.speech.pipeline import StreamPipeline
+import onnxruntime
 
-# As a VAD-committed realtime stream: a pause ends a segment within 0.2 s of audio.
-STEP_SAMPLES = int(0.2 * ENGINE_RATE)
+from lectern.speech.audio import ENGINE_RATE, AudioFormat
+from lectern.speech.endpointing import VadEndpointer, VadSettings
+from lectern.speech.engines.base import Recognizer, Word
+from lectern.speech.pipeline import ClosedSegment, StreamPipeline
+
+Trigger = Literal["manual", "vad", "auto", "end"]
 
 
 @dataclass(frozen=True, slots=True)
 class SegmentRules:
-    vad: VadSettings = VadSettings(threshold=0.5, silence_seconds=0.7)
-    max_segment_seconds: float = 30.0  # a segment is closed at this length even without a pause
+    vad: VadSettings | None = None  # None: segments end only on request (or at the longest length)
+    max_segment_seconds: float = 28.0  # a segment is closed at this length even without a pause
     offset_seconds: float = 0.0  # where this audio starts in the file (a resumed job)
+    single_segment: bool = False  # nothing after the first VAD-closed segment is recognized (Reverie)
+
+
+BATCH_RULES = SegmentRules(vad=VadSettings(threshold=0.5, silence_seconds=0.7))
 
 
 @dataclass(frozen=True, slots=True)
 class RawSegment:
     """A segment's words, their span, and where in the audio it was closed: a resumed job starts
-    there. All in seconds from the start of the file."""
+    there. All in seconds from the start of the audio. A segment without words spans the audio
+    it closed."""
 
     words: tuple[Word, ...]
     start: float  # the first word's start
     end: float  # the last word's end
     closed_at: float
-    trigger: Literal["vad", "auto", "end"]
+    trigger: Trigger
+    language: str | None = None  # as the engine detected it, when it does
+
+
+@dataclass(frozen=True, slots=True)
+class FeedResult:
+    partial: str | None  # the current segment's text so far; None when not computed this time
+    segments: list[RawSegment]  # closed within the fed audio
+    pcm: bytes | None  # the audio at 16 kHz s16le, when asked for
 
 
 class Segmenter:
-    def __init__(self, pipeline: StreamPipeline, rules: SegmentRules) -> None:
-        self._pipeline = pipeline
+    def __init__(self, recognizer: Recognizer, vad_model: onnxruntime.InferenceSession, fmt: AudioFormat,
+                 rules: SegmentRules) -> None:
         self._rules = rules
-        self._endpointer = VadEndpointer(rules.vad)
-        self._samples = 0  # fed so far
-        self._segment_start = 0
+        self._endpointer = VadEndpointer(rules.vad) if rules.vad is not None else None
         self._max_samples = int(rules.max_segment_seconds * ENGINE_RATE)
+        self._pipeline = StreamPipeline(fmt, recognizer, vad_model, self._boundary)
 
-    def feed(self, pcm: bytes) -> list[RawSegment]:
-        """16 kHz mono s16le; the segments closed within it."""
-        closed: list[RawSegment] = []
-        step = STEP_SAMPLES * 2
-        for offset in range(0, len(pcm), step):
-            piece = pcm[offset : offset + step]
-            result = self._pipeline.feed(piece)
-            self._samples += len(piece) // 2
-            if self._endpointer.update(result.vad):
-                closed.extend(self._close("vad"))
-            elif self._samples - self._segment_start >= self._max_samples:
-                closed.extend(self._close("auto"))
-        return closed
+    @property
+    def recognizer(self) -> Recognizer:
+        return self._pipeline.recognizer
 
-    def finish(self) -> list[RawSegment]:
-        """The end of the audio: the last segment, if it holds anything."""
-        self._pipeline.feed(b"", last=True)
-        return self._close("end")
+    def feed(self, data: bytes, partial: bool = True, return_pcm: bool = False) -> FeedResult:
+        """The client's audio; the segments closed within it and, when asked, the partial text."""
+        pcm = self._pipeline.feed(data) if not self._pipeline.stopped else None
+        return FeedResult(
+            partial=self._pipeline.partial() if partial and not self._pipeline.stopped else None,
+            segments=[self._raw(closed) for closed in self._pipeline.take_closed()],
+            pcm=(pcm.tobytes() if pcm is not None else b"") if return_pcm else None,
+        )
+
+    def commit(self) -> list[RawSegment]:
+        """The client's commit: the segment so far (an empty one too: a commit is answered)."""
+        return self._close("manual")
+
+    def finish(self) -> tuple[list[RawSegment], bytes]:
+        """The end of the audio: the last segment, and the resampler's tail (16 kHz s16le)."""
+        if self._pipeline.stopped:
+            return [], b""
+        tail = self._pipeline.feed(b"", last=True)
+        closed = [self._raw(c) for c in self._pipeline.take_closed()]
+        return closed + self._close("end"), tail.tobytes()
 
     def close(self) -> None:
         self._pipeline.close()
 
-    def _close(self, trigger: Literal["vad", "auto", "end"]) -> list[RawSegment]:
-        words = self._pipeline.finish()
-        self._segment_start = self._samples
-        self._endpointer.reset()
-        if not words:
+    def _boundary(self, probability: float, segment_samples: int) -> Trigger | None:
+        if self._endpointer is not None and self._endpointer.update([probability]):
+            self._pipeline.stopped = self._rules.single_segment
+            return "vad"
+        if segment_samples >= self._max_samples:
+            self._reset()
+            return "auto"
+        return None
+
+    def _close(self, trigger: Trigger) -> list[RawSegment]:
+        if self._pipeline.stopped:
             return []
+        self._reset()
+        return [self._raw(self._pipeline.close_segment(trigger))]
+
+    def _reset(self) -> None:
+        if self._endpointer is not None:
+            self._endpointer.reset()
+
+    def _raw(self, closed: ClosedSegment) -> RawSegment:
         shift = self._rules.offset_seconds
-        words = [w.shifted(shift) for w in words]
-        return [
-            RawSegment(
-                words=tuple(words),
-                start=words[0].start,
-                end=words[-1].end,
-                closed_at=round(self._samples / ENGINE_RATE + shift, 3),
-                trigger=trigger,
-            )
-        ]
+        words = tuple(w.shifted(shift) for w in closed.words)
+        closed_at = round(closed.end / ENGINE_RATE + shift, 3)
+        return RawSegment(
+            words=words,
+            start=words[0].start if words else round(closed.start / ENGINE_RATE + shift, 3),
+            end=words[-1].end if words else closed_at,
+            closed_at=closed_at,
+            trigger=closed.reason,  # type: ignore[arg-type]
+            language=self._pipeline.recognizer.language,
+        )

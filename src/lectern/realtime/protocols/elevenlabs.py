@@ -29,7 +29,7 @@ from lectern.realtime.session import AudioIn, ClientEvent, CommitIn, StreamSessi
 from lectern.scribe_words import word_entries
 from lectern.services import Services
 from lectern.speech.audio import AudioFormat
-from lectern.speech.models import resolve_model, serves_language
+from lectern.speech.models import ModelRegistry, normalize_language
 
 AUDIO_FORMATS = {
     **{f"pcm_{rate}": AudioFormat("pcm_s16le", rate) for rate in (8000, 16000, 22050, 24000, 44100, 48000)},
@@ -64,10 +64,13 @@ class ScribeOptions:
     warnings: tuple[str, ...]
 
 
-def parse_request(params: QueryParams, max_metadata_bytes: int) -> tuple[StreamConfig, ScribeOptions]:
+def parse_request(
+    params: QueryParams, max_metadata_bytes: int, models: ModelRegistry
+) -> tuple[StreamConfig, ScribeOptions]:
     model_id = params.one("model_id")
     if not model_id:
         raise ParamError("model_id is required")
+    model = models.resolve(model_id)
     audio_format_name = params.one("audio_format") or params.one("encoding") or "pcm_16000"
     audio_format = AUDIO_FORMATS.get(audio_format_name)
     if audio_format is None:
@@ -78,8 +81,10 @@ def parse_request(params: QueryParams, max_metadata_bytes: int) -> tuple[StreamC
     language = params.one("language_code") or None
     if language is not None and not is_language_code(language):
         raise ParamError(f"language_code must be an ISO 639-1 or 639-3 code, not {language!r}")
-    if not serves_language(language):
-        raise ParamError(f"language_code {language!r} is not served: this server recognizes English (en) only")
+    if not models.serves_language(model.name, language):
+        raise ParamError(models.language_error(model.name, language or ""))
+    if language is None and models.languages.get(model.name) == ("en",):
+        language = "en"  # an English-only model: nothing to detect
     strategy = (params.one("commit_strategy") or "manual").lower()
     if strategy not in ("manual", "vad"):
         raise ParamError(f"commit_strategy must be manual or vad, not {strategy!r}")
@@ -116,7 +121,7 @@ def parse_request(params: QueryParams, max_metadata_bytes: int) -> tuple[StreamC
     echo: dict[str, Any] = {
         "sample_rate": audio_format.sample_rate,
         "audio_format": audio_format_name,
-        "language_code": (language or "en").lower(),
+        "language_code": normalize_language(language),
         "secondary_languages": params.many("secondary_languages"),
         "timestamps_granularity": "word",
         "vad_commit_strategy": strategy == "vad",
@@ -140,9 +145,9 @@ def parse_request(params: QueryParams, max_metadata_bytes: int) -> tuple[StreamC
     }
     config = StreamConfig(
         protocol="elevenlabs",
-        model=resolve_model(model_id),
+        model=model,
         audio_format=audio_format,
-        language_code="en",
+        language_code=normalize_language(language),
         commit_strategy=strategy,  # type: ignore[arg-type]
         vad=vad,
         keyterms=tuple(keyterms),
@@ -280,7 +285,8 @@ async def realtime_endpoint(websocket: WebSocket) -> None:
         principal = await authenticate(services, websocket)
         try:
             config, options = parse_request(
-                QueryParams(websocket.query_params.multi_items()), services.settings.max_metadata_bytes
+                QueryParams(websocket.query_params.multi_items()), services.settings.max_metadata_bytes,
+                services.models,
             )
         except ParamError as exc:
             raise StreamError(ErrorKind.INVALID_REQUEST, str(exc)) from None

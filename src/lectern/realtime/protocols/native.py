@@ -28,7 +28,7 @@ from lectern.realtime.segment import Segment
 from lectern.realtime.session import AudioIn, ClientClosed, StreamSession
 from lectern.services import Services
 from lectern.speech.audio import AudioFormat
-from lectern.speech.models import resolve_model, serves_language
+from lectern.speech.models import ModelRegistry, normalize_language
 
 AUDIO_FORMAT = AudioFormat("pcm_s16le", 16000)
 DEFAULT_MODEL = "default"
@@ -79,7 +79,7 @@ def _field(message: dict[str, Any], name: str, kind: type | tuple[type, ...], de
 _JSON_NAMES = {"str": "string", "bool": "boolean", "int": "integer", "dict": "JSON object"}
 
 
-def parse_start(message: dict[str, Any], max_metadata_bytes: int) -> StartRequest:
+def parse_start(message: dict[str, Any], max_metadata_bytes: int, models: ModelRegistry) -> StartRequest:
     credentials = message.get("authentication")
     if not isinstance(credentials, dict) or not (credentials.get("token") or credentials.get("apiKey")):
         raise ProtocolError("UNAUTHENTICATED", "session.start needs authentication: {token} or {apiKey}")
@@ -87,9 +87,10 @@ def parse_start(message: dict[str, Any], max_metadata_bytes: int) -> StartReques
     if not isinstance(api_key, str | None) or not isinstance(token, str | None):
         raise ProtocolError("UNAUTHENTICATED", "authentication.token and authentication.apiKey must be strings")
     model = _field(message, "model", str, DEFAULT_MODEL)
+    resolved = models.resolve(model)
     language = _field(message, "language", str, "en")
-    if not serves_language(language):
-        raise ProtocolError("INVALID_ARGUMENT", f"language {language!r} is not served: this server recognizes en only")
+    if not models.serves_language(resolved.name, language):
+        raise ProtocolError("INVALID_ARGUMENT", models.language_error(resolved.name, language, "language"))
     sample_rate = _field(message, "sampleRate", int, AUDIO_FORMAT.sample_rate)
     if sample_rate != AUDIO_FORMAT.sample_rate:
         raise ProtocolError("INVALID_ARGUMENT", "sampleRate must be 16000: audio is 16 kHz s16le mono PCM")
@@ -105,12 +106,11 @@ def parse_start(message: dict[str, Any], max_metadata_bytes: int) -> StartReques
         max_metadata_bytes
     ):
         raise ProtocolError("INVALID_ARGUMENT", f"metadata is larger than {max_metadata_bytes} bytes")
-    resolved = resolve_model(model)
     echo = {
         "model": model,
         "resolvedModel": resolved.name,
         "usedFallback": resolved.used_fallback,
-        "language": "en",
+        "language": normalize_language(language),
         "sampleRate": AUDIO_FORMAT.sample_rate,
         "encoding": AUDIO_FORMAT.encoding,
         "enableEndpointDetection": endpointing,
@@ -122,6 +122,7 @@ def parse_start(message: dict[str, Any], max_metadata_bytes: int) -> StartReques
         protocol="native",
         model=resolved,
         audio_format=AUDIO_FORMAT,
+        language_code=normalize_language(language),
         commit_strategy="vad" if endpointing else "manual",
         vad=VadSettings(silence_seconds=silence_ms / 1000),
         recording=recording,
@@ -226,7 +227,7 @@ async def stream_endpoint(websocket: WebSocket) -> None:
 async def _start(
     services: Services, streams: ResumableStreams, websocket: WebSocket, message: dict[str, Any]
 ) -> tuple[ResumableClient, NativeEvents]:
-    request = parse_start(message, services.settings.max_metadata_bytes)
+    request = parse_start(message, services.settings.max_metadata_bytes, services.models)
     principal = await _principal(services, request)
     try:
         session = await StreamSession.open(services, request.config, principal, client_info(websocket))

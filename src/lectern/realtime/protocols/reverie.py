@@ -32,7 +32,7 @@ from lectern.realtime.segment import Segment
 from lectern.realtime.session import AudioIn, ClientClosed, ClientEvent, StreamSession
 from lectern.services import Services
 from lectern.speech.audio import AudioFormat
-from lectern.speech.models import resolve_model
+from lectern.speech.models import ModelRegistry
 from lectern.speech.opus import OggOpusDecoder, OpusError, OpusPacketDecoder
 from lectern.speech.text import display_text
 
@@ -117,7 +117,7 @@ def _seconds(params: QueryParams, name: str, default: float, high: float) -> flo
     return value
 
 
-def parse_request(params: QueryParams) -> ReverieRequest:
+def parse_request(params: QueryParams, models: ModelRegistry) -> ReverieRequest:
     """Validate in the order a client fixes things: presence, the API, language, format, values."""
     try:
         app_name = _required(params, "appname")
@@ -147,7 +147,7 @@ def parse_request(params: QueryParams) -> ReverieRequest:
             "logging": logging, "punctuate": punctuate, "continuous": continuous}
     config = StreamConfig(
         protocol="reverie",
-        model=resolve_model(MODEL_ALIAS),
+        model=models.resolve(MODEL_ALIAS),
         audio_format=audio_format,
         commit_strategy="vad",
         vad=VadSettings(silence_seconds=silence),
@@ -262,7 +262,7 @@ async def stream_endpoint(websocket: WebSocket) -> None:
     services: Services = websocket.app.state.services
     await websocket.accept()
     try:
-        request = parse_request(QueryParams(websocket.query_params.multi_items()))
+        request = parse_request(QueryParams(websocket.query_params.multi_items()), services.models)
         principal = await authenticate(services, request)
         config = request.config
         if config.recording and not principal.recording_allowed:  # logging keeps what the tenant allows

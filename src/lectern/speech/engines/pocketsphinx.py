@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import difflib
 import itertools
-from collections.abc import Sequence
 
 from pocketsphinx import Decoder
 
-from lectern.speech.engines.base import Engine, Recognizer, Word
+from lectern.speech.engines.base import Engine, Recognizer, RecognizerOptions, Word
 from lectern.speech.text import clean_token
 
 FRAME_SECONDS = 0.01
@@ -136,7 +135,7 @@ class PocketSphinxEngine(Engine):
     def _new_decoder() -> Decoder:
         return Decoder(loglevel="FATAL")
 
-    def recognizer(self, keyterms: Sequence[str] = (), source_rate: int = 16000) -> PocketSphinxRecognizer:
+    def recognizer(self, options: RecognizerOptions = RecognizerOptions()) -> PocketSphinxRecognizer:
         """Keyterms bias the result by N-best rescoring. pocketsphinx has no letter-to-sound rules
         and its Python API cannot reweight the language model, so a keyterm the dictionary lacks
         cannot be recognized at all."""
@@ -145,7 +144,7 @@ class PocketSphinxEngine(Engine):
         # must forget the previous stream, or one stream's voice would colour the next one's words.
         decoder.reinit_feat()
         return PocketSphinxRecognizer(
-            self, decoder, _keyterm_words(keyterms), calibrate_cmn=source_rate < NARROWBAND_BELOW_HZ
+            self, decoder, _keyterm_words(options.keyterms), calibrate_cmn=options.source_rate < NARROWBAND_BELOW_HZ
         )
 
     def _release(self, decoder: Decoder) -> None:
@@ -157,7 +156,7 @@ class PocketSphinxEngine(Engine):
             self._spares.append(self._new_decoder())
 
 
-def _keyterm_words(keyterms: Sequence[str]) -> frozenset[str]:
+def _keyterm_words(keyterms: tuple[str, ...]) -> frozenset[str]:
     return frozenset(w for term in keyterms for w in term.lower().split())
 
 

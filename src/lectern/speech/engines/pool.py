@@ -1,14 +1,18 @@
 """RecognizerPool: worker processes that host the recognizers, seen from the event loop.
 
-pocketsphinx holds the GIL while it decodes, so decoding in threads would serialize every
-stream. Each worker is a process hosting up to ``streams_per_worker`` streams; the event loop
-only pickles bytes into a pipe. A writer thread per worker keeps a busy worker's full pipe from
-ever blocking the loop, and a reader thread resolves the futures.
+pocketsphinx holds the GIL while it decodes, and Whisper is given one CPU thread per worker, so
+recognition runs in worker processes, one per core by default, each hosting every configured
+model. Admission is per model: a model admits ``streams_per_worker`` streams in one worker, and a
+worker is full when its streams' shares (1 / that number each) add up to 1, so a Whisper stream
+(4 a worker by default) takes twice the room of a pocketsphinx one (8). The event loop only
+pickles bytes into a pipe. A writer thread per worker keeps a busy worker's full pipe from ever
+blocking the loop, and a reader thread resolves the futures.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import logging
 import multiprocessing
@@ -18,14 +22,12 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
-from lectern.speech.engines.base import Word
 from lectern.speech.engines import worker as worker_module
-from lectern.speech.pipeline import FeedResult, StreamSpec
-from lectern.speech.segmenter import RawSegment
+from lectern.speech.engines.worker import StreamSpec
+from lectern.speech.models import ModelRegistry
+from lectern.speech.segmenter import FeedResult, RawSegment
 
 log = logging.getLogger(__name__)
-
-DEFAULT_ENGINE = "pocketsphinx-en-us"
 
 
 class PoolExhausted(Exception):
@@ -36,6 +38,10 @@ class EngineFailure(Exception):
     """The engine failed for this stream (an error in decoding, or its worker died)."""
 
 
+class EngineStartFailed(Exception):
+    """A worker could not load its models: the server cannot serve."""
+
+
 @dataclass(eq=False)
 class _Worker:
     index: int
@@ -43,14 +49,13 @@ class _Worker:
     conn: Connection
     outbox: "queue.SimpleQueue[Any]" = field(default_factory=queue.SimpleQueue)
     pending: dict[int, asyncio.Future[Any]] = field(default_factory=dict)
-    streams: int = 0
+    streams: collections.Counter[str] = field(default_factory=collections.Counter)  # per model
     alive: bool = True
 
 
 class RecognizerPool:
-    def __init__(self, workers: int, streams_per_worker: int, engine: str = DEFAULT_ENGINE) -> None:
-        self.engine = engine
-        self.capacity_per_worker = streams_per_worker
+    def __init__(self, workers: int, models: ModelRegistry) -> None:
+        self.models = models
         self._size = workers
         self._workers: list[_Worker] = []
         self._ids = itertools.count(1)
@@ -59,17 +64,19 @@ class RecognizerPool:
         self._closing = False
         self.ready = False
 
-    @property
-    def capacity(self) -> int:
-        return self._size * self.capacity_per_worker
+    def capacity(self, model: str) -> int:
+        """Streams of this model the pool admits when it serves nothing else."""
+        return self._size * self.models.models[model].streams_per_worker
 
     @property
     def active_streams(self) -> int:
-        return sum(w.streams for w in self._workers)
+        return sum(sum(w.streams.values()) for w in self._workers)
 
     async def start(self) -> None:
+        """Start every worker; raises EngineStartFailed (with the worker's reason) if one cannot
+        load its models."""
         self._loop = asyncio.get_running_loop()
-        self._workers = await asyncio.gather(*(self._spawn(i) for i in range(self._size)))
+        self._workers = list(await asyncio.gather(*(self._spawn(i) for i in range(self._size))))
         self.ready = True
 
     async def close(self) -> None:
@@ -82,27 +89,45 @@ class RecognizerPool:
             if w.process.is_alive():
                 w.process.kill()
 
+    def can_admit(self, model: str) -> bool:
+        return any(self._fits(w, model) for w in self._workers)
+
     def open(self, spec: StreamSpec) -> "StreamHandle":
         """Reserve a slot at once (admission control), or raise PoolExhausted."""
-        candidates = [w for w in self._workers if w.alive and w.streams < self.capacity_per_worker]
+        candidates = [w for w in self._workers if self._fits(w, spec.model)]
         if not candidates:
-            raise PoolExhausted(f"all {self.capacity} recognizer slots are in use")
-        chosen = min(candidates, key=lambda w: w.streams)
-        chosen.streams += 1
+            raise PoolExhausted(f"all {self.capacity(spec.model)} recognizer slots for {spec.model} are in use")
+        chosen = min(candidates, key=self._load)
+        chosen.streams[spec.model] += 1
         return StreamHandle(self, chosen, next(self._ids), spec)
+
+    def _fits(self, w: _Worker, model: str) -> bool:
+        return w.alive and self._load(w) + self._share(model) <= 1 + 1e-9
+
+    def _share(self, model: str) -> float:
+        return 1 / self.models.models[model].streams_per_worker
+
+    def _load(self, w: _Worker) -> float:
+        return sum(count * self._share(model) for model, count in w.streams.items())
 
     async def _spawn(self, index: int) -> _Worker:
         parent, child = self._context.Pipe()
         process = self._context.Process(
             target=worker_module.serve,
-            args=(child, self.engine, self.capacity_per_worker),
+            args=(child, self.models.models, self.models.default),
             name=f"lectern-engine-{index}",
             daemon=True,
         )
         process.start()
         child.close()
-        hello = await asyncio.to_thread(parent.recv)  # the worker has loaded its engine and VAD
-        assert hello[0] == "ready"
+        try:  # the worker has loaded its engines and VAD, or says why not
+            status, detail, _ = await asyncio.to_thread(parent.recv)
+        except (EOFError, OSError):
+            status, detail = "failed", f"the process exited with code {process.exitcode}"
+        if status != "ready":
+            await asyncio.to_thread(process.join, 5)
+            raise EngineStartFailed(f"engine worker {index} could not start: {detail}")
+        self.models.languages.update(detail)
         w = _Worker(index, process, parent)
         threading.Thread(target=self._write_loop, args=(w,), daemon=True, name=f"pool-w{index}").start()
         threading.Thread(target=self._read_loop, args=(w,), daemon=True, name=f"pool-r{index}").start()
@@ -173,6 +198,7 @@ class StreamHandle:
         self._pool = pool
         self._worker = worker
         self._id = stream_id
+        self._spec = spec
         self._released = False
         self._opened = pool._call(worker, "open", stream_id, spec)
 
@@ -180,35 +206,32 @@ class StreamHandle:
         """The worker has opened the stream (an engine error surfaces here)."""
         await self._opened
 
-    def segment(self, pcm: bytes) -> asyncio.Future[list[RawSegment]]:
-        """A batch stream's next block of audio (after ``ready``): the segments it closed. Not a
-        coroutine: the request is sent at once, so a job keeps several blocks in flight."""
-        return self._pool._call(self._worker, "segment", self._id, pcm)
+    def feed(self, data: bytes) -> asyncio.Future[FeedResult]:
+        """The next audio (after ``ready``): the partial and the segments it closed. Not a
+        coroutine: the request is sent at once, so a caller may keep several in flight."""
+        return self._pool._call(self._worker, "feed", self._id, data)
 
-    def segment_end(self) -> asyncio.Future[list[RawSegment]]:
-        return self._pool._call(self._worker, "segment_end", self._id)
+    def set_context(self, text: str) -> None:
+        """Text said before the stream's audio (previous_text): context for the recognizer."""
+        self._pool._call(self._worker, "context", self._id, text).add_done_callback(ignore_result)
 
-    async def feed(self, data: bytes) -> FeedResult:
+    async def commit(self) -> list[RawSegment]:
+        """Close the current segment now (a manual commit); an empty one too."""
         await self._opened
-        result: FeedResult = await self._pool._call(self._worker, "feed", self._id, data)
+        segments: list[RawSegment] = await self._pool._call(self._worker, "commit", self._id)
+        return segments
+
+    async def finish(self) -> tuple[list[RawSegment], bytes]:
+        """The end of the audio: the last segment, and the resampler's tail (16 kHz s16le)."""
+        await self._opened
+        result: tuple[list[RawSegment], bytes] = await self._pool._call(self._worker, "finish", self._id)
         return result
-
-    async def drain(self) -> FeedResult:
-        """The end of the stream's audio: flush what the resampler still holds."""
-        await self._opened
-        result: FeedResult = await self._pool._call(self._worker, "drain", self._id)
-        return result
-
-    async def finish(self) -> list[Word]:
-        await self._opened
-        words: list[Word] = await self._pool._call(self._worker, "finish", self._id)
-        return words
 
     def release(self) -> None:
         if self._released:
             return
         self._released = True
-        self._worker.streams -= 1
+        self._worker.streams[self._spec.model] -= 1
         if self._worker.alive:
             self._pool._call(self._worker, "close", self._id).add_done_callback(ignore_result)
 

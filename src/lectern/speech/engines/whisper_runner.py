@@ -24,10 +24,8 @@ which also reads the feature extractor's settings), ``FeatureExtractor``, ``Toke
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +35,7 @@ import numpy as np
 from faster_whisper import WhisperModel
 from faster_whisper.tokenizer import _LANGUAGE_CODES, Tokenizer
 from faster_whisper.transcribe import get_compression_ratio, get_suppressed_tokens
+from threadpoolctl import threadpool_limits
 
 from lectern.speech.engines.base import Word
 
@@ -153,7 +152,10 @@ class WhisperRunner:
         if not (model_dir / "model.bin").is_file():
             raise FileNotFoundError(f"no CTranslate2 Whisper model (model.bin) in {model_dir}")
         if cpu_threads > 0:
-            _limit_blas_threads(cpu_threads)
+            # The feature extractor's one matrix product makes numpy's OpenBLAS start a thread per
+            # core, which then spin after it returns: measured, the process's CPU time doubled
+            # during the encode and generate that follow, on the core another worker counts on.
+            threadpool_limits(limits=cpu_threads, user_api="blas")
         # intra_threads=cpu_threads, inter_threads=num_workers=1: one decode at a time per process.
         self._fw = WhisperModel(
             str(model_dir),
@@ -458,35 +460,3 @@ def _words(aligned: list[dict], seconds: float) -> list[Word]:
         words.append(Word(text, round(start, 3), round(end, 3), float(item["probability"])))
         last_end = end
     return words
-
-
-_BLAS_THREAD_SETTERS = (
-    "openblas_set_num_threads",
-    "openblas_set_num_threads64_",
-    "scipy_openblas_set_num_threads64_",
-    "scipy_openblas_set_num_threads",
-)
-
-
-def _limit_blas_threads(threads: int) -> None:
-    """Cap numpy's OpenBLAS at `threads`. The feature extractor's one matrix product makes
-    OpenBLAS start a thread per core, which then spin for a while after it returns: measured,
-    the process's CPU time doubled during the encode and generate that follow, the extra core
-    being the one another worker process counts on. (OPENBLAS_NUM_THREADS=1 in the worker's
-    environment does the same, if it is set before numpy loads.)"""
-    try:
-        with open("/proc/self/maps", encoding="utf-8") as maps:
-            libraries = {line.split()[-1] for line in maps if "openblas" in line.lower() and "/" in line}
-    except OSError:  # not Linux: leave it
-        return
-    for path in libraries:
-        try:
-            library = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for name in _BLAS_THREAD_SETTERS:
-            setter = getattr(library, name, None)
-            if setter is not None:
-                setter(threads)
-                log.debug("OpenBLAS (%s) limited to %d thread(s)", os.path.basename(path), threads)
-                break

@@ -1,63 +1,93 @@
-"""The engine worker process: hosts many streams' pipelines and serves requests over a pipe."""
+"""The engine worker process: hosts many streams' segmenters and serves requests over a pipe."""
 
 from __future__ import annotations
 
 import collections
 import signal
+import time
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
-from lectern.speech.engines.base import Engine
-from lectern.speech.pipeline import StreamPipeline, StreamSpec
-from lectern.speech.segmenter import Segmenter
+from lectern.speech.audio import AudioFormat
+from lectern.speech.engines.base import Engine, RecognizerOptions
+from lectern.speech.models import ModelConfig
+from lectern.speech.segmenter import Segmenter, SegmentRules
 from lectern.speech.vad import load_vad_model
 
 IDLE_POLL_SECONDS = 0.5
+# A worker whose oldest waiting request has waited this long is behind: it computes no partials
+# until it has caught up (commits and segment ends are never skipped).
+BEHIND_SECONDS = 0.3
 
 
-def create_engine(name: str, max_streams: int) -> Engine:
-    if name == "pocketsphinx-en-us":
+@dataclass(frozen=True, slots=True)
+class StreamSpec:
+    """What one stream asks of its worker."""
+
+    format: AudioFormat
+    model: str
+    recognizer: RecognizerOptions = field(default_factory=RecognizerOptions)
+    rules: SegmentRules = field(default_factory=SegmentRules)
+    partials: bool = True  # a batch job wants none
+    return_pcm: bool = False  # the 16 kHz audio back, for a recording of a stream in another format
+
+
+def create_engine(config: ModelConfig, preload: bool) -> Engine:
+    if config.engine == "pocketsphinx":
         from lectern.speech.engines.pocketsphinx import PocketSphinxEngine
 
-        return PocketSphinxEngine(ready_decoders=1, max_spare_decoders=max_streams)
-    raise ValueError(f"unknown engine {name!r}")
+        return PocketSphinxEngine(ready_decoders=1 if preload else 0, max_spare_decoders=config.streams_per_worker)
+    from lectern.speech.engines.whisper import WhisperEngine
+
+    return WhisperEngine(config)
 
 
-def serve(conn: Connection, engine_name: str, max_streams: int) -> None:
-    """Request: (request_id, op, stream_id, argument); reply: (request_id, ok, result_or_error)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server process owns shutdown
-    engine = create_engine(engine_name, max_streams)
-    vad_model = load_vad_model()
-    pipelines: dict[int, StreamPipeline | Segmenter] = {}
+def serve(conn: Connection, models: dict[str, ModelConfig], default: str) -> None:
+    """Request: (request_id, op, stream_id, argument); reply: (request_id, ok, result_or_error).
+
+    The first message says whether the engines loaded: ("ready", languages per model) or
+    ("failed", why)."""
+    # The server process owns shutdown: a Ctrl-C reaching the whole process group is not ours.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        engines = {name: create_engine(config, preload=name == default) for name, config in models.items()}
+        vad_model = load_vad_model()
+    except Exception as exc:  # reported to the server, which says why and exits
+        conn.send(("failed", f"{type(exc).__name__}: {exc}", None))
+        return
+    conn.send(("ready", {name: engine.languages for name, engine in engines.items()}, None))
+    streams: dict[int, tuple[Segmenter, StreamSpec]] = {}
+    requests = RequestQueue()
 
     def handle(op: str, stream_id: int, arg: Any) -> Any:
         if op == "open":
             spec: StreamSpec = arg
-            pipeline = StreamPipeline(spec, engine.recognizer(spec.keyterms, spec.format.sample_rate), vad_model)
-            pipelines[stream_id] = Segmenter(pipeline, spec.segmenting) if spec.segmenting else pipeline
+            recognizer = engines[spec.model].recognizer(spec.recognizer)
+            streams[stream_id] = (Segmenter(recognizer, vad_model, spec.format, spec.rules), spec)
             return None
-        if op == "segment":
-            return pipelines[stream_id].feed(arg)
-        if op == "segment_end":
-            return pipelines[stream_id].finish()
-        if op == "feed":
-            return pipelines[stream_id].feed(arg)
-        if op == "drain":
-            return pipelines[stream_id].feed(b"", last=True)
-        if op == "finish":
-            return pipelines[stream_id].finish()
         if op == "close":
-            pipeline = pipelines.pop(stream_id, None)
-            if pipeline is not None:
-                pipeline.close()
+            entry = streams.pop(stream_id, None)
+            if entry is not None:
+                entry[0].close()
+            return None
+        segmenter, spec = streams[stream_id]
+        if op == "feed":
+            partial = spec.partials and not requests.has_feed(stream_id) and not requests.behind()
+            return segmenter.feed(arg, partial=partial, return_pcm=spec.return_pcm)
+        if op == "commit":
+            return segmenter.commit()
+        if op == "finish":
+            return segmenter.finish()
+        if op == "context":
+            segmenter.recognizer.set_context(arg)
             return None
         raise ValueError(f"unknown op {op!r}")
 
-    conn.send(("ready", None, None))
-    requests = RequestQueue()
     while True:
         if not requests and not conn.poll(IDLE_POLL_SECONDS):
-            engine.idle()
+            for engine in engines.values():
+                engine.idle()
             continue
         try:
             while conn.poll(0):  # take everything waiting, so commits can go first
@@ -76,33 +106,51 @@ def serve(conn: Connection, engine_name: str, max_streams: int) -> None:
             conn.send((request_id, True, result))
 
 
+# Requests a client waits on for a transcript: they go ahead of other streams' audio.
+_URGENT = frozenset({"commit", "finish"})
+
+
 class RequestQueue:
     """Requests in arrival order, except that a stream waiting for a commit goes first.
 
     A commit's client is waiting for its transcript, while other streams' audio only updates
-    partials; so the stream with the oldest pending ``finish`` is served first (its own requests
-    still in order), and the rest follow in arrival order.
+    partials; so the stream with the oldest pending commit (or end) is served first (its own
+    requests still in order), and the rest follow in arrival order.
     """
 
     def __init__(self) -> None:
-        self._pending: collections.deque[tuple[int, str, int, Any]] = collections.deque()
+        self._pending: collections.deque[tuple[float, tuple[int, str, int, Any]]] = collections.deque()
         self._commits: collections.deque[int] = collections.deque()  # streams, oldest commit first
+        self._feeds: collections.Counter[int] = collections.Counter()  # queued feeds per stream
 
     def __bool__(self) -> bool:
         return bool(self._pending)
 
     def add(self, message: tuple[int, str, int, Any]) -> None:
-        self._pending.append(message)
-        if message[1] == "finish":
+        self._pending.append((time.monotonic(), message))
+        if message[1] in _URGENT:
             self._commits.append(message[2])
+        elif message[1] == "feed":
+            self._feeds[message[2]] += 1
+
+    def has_feed(self, stream_id: int) -> bool:
+        """More audio of this stream is waiting: a partial now would be stale at once."""
+        return self._feeds[stream_id] > 0
+
+    def behind(self) -> bool:
+        return bool(self._pending) and time.monotonic() - self._pending[0][0] > BEHIND_SECONDS
 
     def next(self) -> tuple[int, str, int, Any]:
+        index = 0
         if self._commits:
             stream_id = self._commits[0]
-            for index, message in enumerate(self._pending):
-                if message[2] == stream_id:
-                    del self._pending[index]
-                    if message[1] == "finish":
-                        self._commits.popleft()
-                    return message
-        return self._pending.popleft()
+            index = next((i for i, (_, m) in enumerate(self._pending) if m[2] == stream_id), 0)
+        _, message = self._pending[index]
+        del self._pending[index]
+        if message[1] in _URGENT and self._commits and self._commits[0] == message[2]:
+            self._commits.popleft()
+        elif message[1] == "feed":
+            self._feeds[message[2]] -= 1
+            if not self._feeds[message[2]]:
+                del self._feeds[message[2]]
+        return message
