@@ -1,44 +1,59 @@
-"""Batch transcription benchmark: throughput with every engine worker busy against the engine's own
-RTF, and the server's peak memory while it transcribes a 60-minute file.
+"""Batch transcription benchmark, for either engine (``--model``): the real-time factor of one
+file alone and of several at once through a real server, the RSS of an engine worker with the model
+loaded, the engine's own RTF beside it, and the server's peak memory on a long file.
 
 * Audio: long speech files made of the committed Festival fixtures (``realtime.FIXTURES``, 16 kHz
   mono), each file a seeded shuffle of them cycled until it is long enough, every utterance after
   a pause of 0.4-1.2 s of low noise (Gaussian, ~-60 dBFS). Its reference text is the fixtures'
   texts in that order. Files are encoded as users upload them, compressed (``--format``, default
-  MP3 16 kHz mono 48 kb/s; the 60-minute file ``--long-format``, default Ogg Opus 24 kb/s), into a
-  temporary directory (deleted at the end; never committed).
+  MP3 16 kHz mono 48 kb/s; the long file ``--long-format``, default Ogg Opus 24 kb/s), into a
+  temporary directory (deleted at the end; never committed). ``--files`` files (default: one per
+  engine worker) of ``--file-minutes`` (default 10).
+* Servers: ``realtime.Server`` (``lectern serve``, free port, throwaway data dir, API key) with
+  ``LECTERN_DEFAULT_MODEL=--model`` (default whisper-tiny.en, ``--smoke`` too),
+  ``LECTERN_ENGINE_WORKERS=--workers`` (default os.cpu_count(); job slots default to one per
+  worker), ``LECTERN_STREAMS_PER_WORKER`` and ``LECTERN_WHISPER_STREAMS_PER_WORKER`` both
+  ``--streams-per-worker``. Its ``/healthz`` must name the model as its engine, and every job's
+  ``resolvedModelName`` must be the model. Every worker loads every configured model at start
+  (Whisper tiny.en and pocketsphinx), whichever is the default.
 * Engine RTF: in this process, on one core, before any server runs: the first ``--engine-files``
-  throughput files, decoded as the server decodes them (``speech.decode.decode_pcm``). raw: a
-  ``PocketSphinxEngine`` recognizer, each utterance (its pause and its fixture) one
-  start/feed/finish, fed in 1 s blocks, no VAD: every sample decoded. pipeline: what an engine
-  worker runs for a batch job, ``Segmenter`` over ``StreamPipeline`` (VAD gating, segments at
-  pauses), fed in 1 s blocks as ``FileTranscription`` sends them. RTF = CPU s (process_time) per
-  audio s; wall RTF beside it. decode: CPU per audio s of decoding the compressed file, which the
-  server process does for every job.
-* Throughput: a real ``lectern serve`` (``realtime.Server``: free port, throwaway data dir, API key)
-  with ``LECTERN_ENGINE_WORKERS=--workers`` (default: os.cpu_count(); job slots default to one per
-  worker). ``--files`` files (>= 2 x workers, so every worker always has a job) are uploaded
-  (``POST /api/v1/speech-services/files``, not timed), then a transcription is created for each
-  (``POST /api/v1/speech-services/transcriptions`` with ``fileId``) and each is polled
-  (``GET .../transcriptions/{id}``, every 0.5 s) until it ends. wall: first create sent -> last
-  COMPLETED seen (the server's own stamps, first creationDate -> last completionDate, beside it).
-  throughput = audio s / wall s; target = 0.85 x cores / raw engine RTF (cores: min(workers,
-  os.cpu_count())). WER of each job's text against its file's reference (case and punctuation
-  normalized): speed must not come from skipping audio. Where the time goes, per server process
-  during the window, in cores (s per wall s): running (CPU), waiting for a CPU (runnable while
-  the CPUs were busy: Linux schedstat) and, for an engine worker, idle (nothing to do: starved of
+  files, decoded as the server decodes them (``speech.decode.decode_pcm``). raw: a recognizer of
+  the chosen engine (as a worker builds it; Whisper int8, one thread), each utterance (its pause
+  and its fixture) one start/feed/finish, fed in 1 s blocks, no VAD: every sample decoded.
+  pipeline: what an engine worker runs for a batch job, ``Segmenter`` over ``StreamPipeline`` (VAD
+  gating, segments at pauses, ``BATCH_RULES``), fed in 1 s blocks as ``FileTranscription`` sends
+  them, no partials. RTF = CPU s (process_time) per audio s; wall RTF beside it. decode: CPU per
+  audio s of decoding the compressed file, which the server process does for every job.
+* Real-time factor through the server (one server for both runs): the files are uploaded (``POST
+  /api/v1/speech-services/files``, not timed); the server settles; its RSS is sampled for
+  ``--idle-seconds`` (idle, models loaded). alone: one transcription of the first file (``POST
+  /api/v1/speech-services/transcriptions`` with ``fileId``), polled (``GET .../{id}``, every
+  0.5 s) until it ends. together: after the server settles, a transcription of each of the
+  ``--files`` files created at once (>= workers: every worker busy), polled likewise. wall: first
+  create sent -> last end seen (the server's own stamps, first creationDate -> last
+  completionDate, beside it). RTF = audio s / wall s (together: all files' audio over the common
+  wall); target >= 8x each. Beside it, what the engine alone predicts with every worker busy:
+  0.85 x cores / raw engine CPU RTF (cores: min(workers, os.cpu_count()); one core for alone).
+  WER of each job's text against its file's reference (lowercase, punctuation dropped, digits read
+  one by one): speed must not come from skipping audio. Where the time goes, per server process
+  during the run, in cores (s per wall s): running (CPU), waiting for a CPU (runnable while the
+  CPUs were busy: Linux schedstat) and, for an engine worker, idle (nothing to do: starved of
   audio by the server process, which decodes, pickles and stores segments); "other": cores other
   processes kept busy meanwhile (the box is shared: if not ~0, the numbers are not the server's
   alone).
-* Memory: a fresh server, one ``--long-minutes`` file (default 60) transcribed alone. The RSS of
-  the server process and of every child is sampled every 0.1 s from start to end: idle (after the
+* Worker RSS: the RSS of the server process and of every child is sampled every 0.1 s from the
+  server's start to its stop (psutil). Per process: idle (median of the idle samples: the model
+  loaded, no job), and the peak during alone and during together; the worker that ran the alone
+  job is the one whose CPU grew most.
+* Memory (long file): a fresh server, one ``--long-minutes`` file (default 60; a few minutes are
+  enough for a quick Whisper run) transcribed alone, RSS sampled the same way: idle (after the
   upload, before the job: the baseline, median of its samples), during the upload, during the job,
-  and the peak of each and of their sum at one instant. The worker that ran the job is the one
-  whose CPU grew most. Quarters: the peak in each quarter of the job's wall time; flat quarters
-  are bounded memory. For scale: the file as 16 kHz s16le PCM is 115 MB per hour.
+  and the peak of each and of their sum at one instant. Quarters: the peak in each quarter of the
+  job's wall time; flat quarters are bounded memory. For scale: the file as 16 kHz s16le PCM is
+  115 MB per hour.
 
-Usage: .venv/bin/python bench/batch.py [--files 8] [--file-minutes 5] [--long-minutes 60]
-                                       [--engine-files 2] [--workers N] [--smoke]
+Usage: .venv/bin/python bench/batch.py [--model whisper-tiny.en|pocketsphinx-en-us] [--files 2]
+           [--file-minutes 10] [--long-minutes 60] [--engine-files 1] [--workers N] [--smoke]
 """
 
 from __future__ import annotations
@@ -69,13 +84,14 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ is no package: import its siblings
 from protocols import table
-from realtime import FIXTURES, ROOT, SPEECH, Server, busy_cpu_seconds, fmt, wer
+from realtime import FIXTURES, MODELS, ROOT, SPEECH, Server, busy_cpu_seconds, engine_for, fmt, serving, wer
 
 RATE = 16000
 BLOCK_SAMPLES = RATE  # FileTranscription sends 1 s blocks; the engine-alone runs feed the same
 PAUSE_SECONDS = (0.4, 1.2)
 NOISE_RMS = 30.0  # int16 units: ~-60 dBFS
 TARGET_FRACTION = 0.85
+TARGET_RTF = 8.0  # issue F: a file through the server at least 8x real time
 FILES_API = "/api/v1/speech-services/files"
 JOBS_API = "/api/v1/speech-services/transcriptions"
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED"}
@@ -168,17 +184,15 @@ def encode(pcm: np.ndarray, path: Path, container: str, codec: str, bit_rate: in
 # -- the engine alone ----------------------------------------------------------------------------
 
 
-def engine_alone(files: list[LongAudio]) -> dict:
+def engine_alone(model: str, files: list[LongAudio]) -> dict:
     """raw engine and the worker's batch pipeline over the same decoded audio, one process, one
     core; and what decoding the compressed files costs."""
     from lectern.speech.audio import AudioFormat
     from lectern.speech.decode import decode_pcm
-    from lectern.speech.engines.pocketsphinx import PocketSphinxEngine
-    from lectern.speech.pipeline import StreamPipeline, StreamSpec
-    from lectern.speech.segmenter import Segmenter, SegmentRules
+    from lectern.speech.segmenter import BATCH_RULES, Segmenter
     from lectern.speech.vad import load_vad_model
 
-    engine, vad_model = PocketSphinxEngine(max_spare_decoders=0), load_vad_model()
+    engine, vad_model = engine_for(model), load_vad_model()
     audio = sum(f.seconds for f in files)
     decoded: list[bytes] = []
     cpu0 = time.process_time()
@@ -204,20 +218,18 @@ def engine_alone(files: list[LongAudio]) -> dict:
         return run
 
     def pipelined(f: LongAudio, pcm: bytes) -> Callable[[], str]:
-        rules = SegmentRules()
-        spec = StreamSpec(AudioFormat("pcm_s16le", RATE), partials=False, segmenting=rules)
-        segmenter = Segmenter(StreamPipeline(spec, engine.recognizer(), vad_model), rules)
+        segmenter = Segmenter(engine.recognizer(), vad_model, AudioFormat("pcm_s16le", RATE), BATCH_RULES)
 
         def run() -> str:
             segments = []
             for block in blocks(pcm):
-                segments += segmenter.feed(block)
-            segments += segmenter.finish()
+                segments += segmenter.feed(block, partial=False).segments
+            segments += segmenter.finish()[0]
             segmenter.close()
             return " ".join(w.text for s in segments for w in s.words)
         return run
 
-    out: dict[str, Any] = {"files": [f.name for f in files], "audio_seconds": round(audio, 2),
+    out: dict[str, Any] = {"model": model, "files": [f.name for f in files], "audio_seconds": round(audio, 2),
                            "decode_cpu_per_audio_second": decode_cpu / audio}
     for name, make in (("raw", raw), ("pipeline", pipelined)):
         cpu = wall = 0.0
@@ -356,26 +368,29 @@ def stamp(value: str) -> float:
     return datetime.fromisoformat(value).timestamp()
 
 
-def throughput(server: Server, files: list[LongAudio], cores: int, engine: dict, limit: float) -> dict:
-    with api(server) as client:
-        print(f"  uploading {len(files)} files")
-        uploaded = [upload(client, f) for f in files]
-        settle(server)
-        procs = server_processes(server)
-        cpu0, box0, self0 = cpu_by_process(procs), busy_cpu_seconds(), time.process_time()
-        waits0 = run_queue_waits(procs)
-        start = time.monotonic()
-        created = [create_job(client, u["id"]) for u in uploaded]
-        jobs = {c["id"]: c for c in created}
-        print(f"  {len(jobs)} transcriptions created; waiting")
-        ended = wait_jobs(client, jobs, limit)
-        wall = max(ended.values()) - start
-        cpu1, box1, self1 = cpu_by_process(procs), busy_cpu_seconds(), time.process_time()
-        waits1 = run_queue_waits(procs)
-        # The last jobs' end was seen up to one poll late: the server's stamps bound it closer.
+def run_jobs(server: Server, client: httpx.Client, files: list[LongAudio], uploaded: list[dict], cores: int,
+             engine: dict, limit: float, model: str, sampler: Sampler, phase: str) -> dict:
+    """One transcription per file, all created at once; the real-time factor over the common wall."""
+    settle(server)
+    procs = server_processes(server)
+    cpu0, box0, self0 = cpu_by_process(procs), busy_cpu_seconds(), time.process_time()
+    waits0 = run_queue_waits(procs)
+    sampler.phase = phase
+    start = time.monotonic()
+    created = [create_job(client, u["id"]) for u in uploaded]
+    jobs = {c["id"]: c for c in created}
+    print(f"  {phase}: {len(jobs)} transcription(s) of {sum(f.seconds for f in files):.0f} s created; waiting")
+    ended = wait_jobs(client, jobs, limit)
+    sampler.phase = f"after {phase}"
+    wall = max(ended.values()) - start
+    cpu1, box1, self1 = cpu_by_process(procs), busy_cpu_seconds(), time.process_time()
+    waits1 = run_queue_waits(procs)
+    # The last jobs' end was seen up to one poll late: the server's stamps bound it closer.
     bodies = [jobs[c["id"]] for c in created]
     audio = sum(f.seconds for f in files)
     per_process = {procs[pid][0]: cpu1[pid] - cpu0[pid] for pid in cpu0 if pid in cpu1}
+    grew = {pid: cpu1[pid] - cpu0[pid] for pid in cpu0 if pid in cpu1}
+    busiest = max((pid for pid in grew if procs[pid][0].startswith("worker")), key=grew.__getitem__, default=None)
     server_cpu = sum(per_process.values())
     server_wall = (max(stamp(b["completionDate"]) for b in bodies if b.get("completionDate"))
                    - min(stamp(b["creationDate"]) for b in bodies)) if all(b.get("completionDate") for b in bodies) \
@@ -387,6 +402,7 @@ def throughput(server: Server, files: list[LongAudio], cores: int, engine: dict,
             b.get("startDate") else None
         per_job.append({"file": f.name, "audio_seconds": round(f.seconds, 2),
                         "file_duration_seconds": u["durationMilliseconds"] / 1000, "status": b["status"],
+                        "model": b.get("resolvedModelName"),
                         "wait_seconds": round(max(0.0, stamp(b["startDate"]) - stamp(b["creationDate"])), 2)
                         if b.get("startDate") else None,
                         "run_seconds": None if job_wall is None else round(job_wall, 2),
@@ -394,24 +410,64 @@ def throughput(server: Server, files: list[LongAudio], cores: int, engine: dict,
                         "segments": len(result.get("segments", [])), "words": len(result.get("words", [])),
                         "wer": wer([(f.text, result["text"])]) if "text" in result else None,
                         "errors": b.get("errors")})
-    done = [j for j, b in zip(per_job, bodies) if b["status"] == "COMPLETED"]
-    measured = audio / wall
-    target = TARGET_FRACTION * cores / engine["raw_rtf"]
+    done = [j for j, b in zip(per_job, bodies) if b["status"] == "COMPLETED" and b.get("resolvedModelName") == model]
+    rtf = audio / wall
+    expected = TARGET_FRACTION * min(cores, len(files)) / engine["raw_rtf"]
     other = max(0.0, (box1 - box0) - server_cpu - (self1 - self0)) / wall
     return {
-        "files": len(files), "audio_seconds": round(audio, 2), "completed": len(done),
+        "phase": phase, "files": len(files), "audio_seconds": round(audio, 2), "completed": len(done),
         "wall_seconds": round(wall, 2), "server_stamped_wall_seconds": None if server_wall is None
         else round(server_wall, 2),
-        "throughput": measured, "server_stamped_throughput": None if not server_wall else audio / server_wall,
-        "target": target, "ratio": measured / target, "pass": measured >= target and len(done) == len(files),
+        "rtf": rtf, "server_stamped_rtf": None if not server_wall else audio / server_wall,
+        "target_rtf": TARGET_RTF, "pass": rtf >= TARGET_RTF and len(done) == len(files),
+        "engine_expected_rtf": expected, "ratio_to_engine_expected": rtf / expected,
         "wer": wer([(f.text, b["result"]["text"]) for f, b in zip(files, bodies) if b["status"] == "COMPLETED"]),
         "cores_busy": {role: round(cpu / wall, 3) for role, cpu in per_process.items()},
         "cpu_per_audio_second": {role: cpu / audio for role, cpu in per_process.items()},
         "server_cpu_per_audio_second": server_cpu / audio,
         "time_split_cores": time_split(procs, (cpu0, cpu1), (waits0, waits1), wall),
+        "busiest_worker": procs[busiest][0] if busiest is not None else None,
         "other_cpu_cores": round(other, 2),
         "jobs": per_job,
     }
+
+
+def phase_rss(sampler: Sampler, phase: str, pids: list[int]) -> list[int]:
+    """The summed RSS of ``pids`` in each sample of ``phase``."""
+    return [sum(rss.get(pid, 0) for pid in pids) for _, ph, rss in sampler.samples if ph == phase]
+
+
+def throughput(server: Server, files: list[LongAudio], cores: int, engine: dict, limit: float, model: str,
+               idle_seconds: float) -> dict:
+    """alone (the first file), then together (every file at once), on one server whose RSS is
+    sampled throughout."""
+    sampler = Sampler(server)
+    sampler.start()
+    try:
+        with api(server) as client:
+            print(f"  uploading {len(files)} files")
+            sampler.phase = "upload"
+            uploaded = [upload(client, f) for f in files]
+            settle(server)
+            sampler.phase = "idle"
+            time.sleep(idle_seconds)
+            alone = run_jobs(server, client, files[:1], uploaded[:1], 1, engine, limit, model, sampler, "alone")
+            print(f"    {alone['rtf']:.2f}x real time")
+            together = run_jobs(server, client, files, uploaded, cores, engine, limit, model, sampler, "together")
+            print(f"    {together['rtf']:.2f}x real time")
+    finally:
+        sampler.stop()
+    rows: dict[str, dict[str, float | None]] = {}
+    main = server.proc.pid
+    pids = sorted(sampler.roles, key=lambda pid: (pid != main, sampler.roles[pid]))
+    for label, group in [*((sampler.roles[pid], [pid]) for pid in pids if sampler.roles[pid] != "resource tracker"),
+                         ("total (all processes)", pids)]:
+        idle = phase_rss(sampler, "idle", group)
+        rows[label] = {"idle_mb": mb(statistics.median(idle)) if idle else None,
+                       "alone_peak_mb": mb(max(phase_rss(sampler, "alone", group), default=None)),
+                       "together_peak_mb": mb(max(phase_rss(sampler, "together", group), default=None))}
+    return {"alone": alone, "together": together, "rss": rows, "rss_samples": len(sampler.samples),
+            "idle_seconds": idle_seconds}
 
 
 # -- memory --------------------------------------------------------------------------------------
@@ -518,7 +574,8 @@ def memory(server: Server, f: LongAudio, idle_seconds: float, limit: float) -> d
     return {
         "file": f.name, "format": f.path.suffix.lstrip("."), "size_mb": round(f.path.stat().st_size / 1e6, 2),
         "audio_seconds": round(f.seconds, 2), "pcm_mb": round(f.samples * 2 / 1e6, 1),
-        "status": body["status"], "errors": body.get("errors"), "upload_seconds": round(upload_seconds, 2),
+        "status": body["status"], "model": body.get("resolvedModelName"), "errors": body.get("errors"),
+        "upload_seconds": round(upload_seconds, 2),
         "job_wall_seconds": round(job_wall, 2), "audio_per_wall_second": f.seconds / job_wall,
         "wer": wer([(f.text, result["text"])]) if "text" in result else None,
         "segments": len(result.get("segments", [])),
@@ -541,51 +598,64 @@ def mb(value: float | None) -> float | None:
 
 
 def report(engine: dict, thr: dict | None, mem: dict | None, cores: int, workers: int, settings: dict) -> str:
-    lines = [(f"engine alone: 1 process, 1 core, {engine['audio_seconds']:.0f} s of audio "
+    lines = [(f"engine alone ({settings['model']}): 1 process, 1 core, {engine['audio_seconds']:.0f} s of audio "
               f"({', '.join(engine['files'])}), decoded from {settings['format']}")]
-    lines += ["  " + s for s in table(("", "CPU RTF", "wall RTF", "WER"), [
+    lines += ["  " + s for s in table(("", "CPU RTF", "wall RTF", "x real time", "WER"), [
         ("raw engine (every sample, 1 utterance per fixture)", f"{engine['raw_rtf']:.4f}",
-         f"{engine['raw_wall_rtf']:.4f}", f"{engine['raw_wer']:.3f}"),
+         f"{engine['raw_wall_rtf']:.4f}", f"{1 / engine['raw_wall_rtf']:.1f}", f"{engine['raw_wer']:.3f}"),
         ("worker pipeline (VAD + Segmenter)", f"{engine['pipeline_rtf']:.4f}", f"{engine['pipeline_wall_rtf']:.4f}",
-         f"{engine['pipeline_wer']:.3f}"),
-        (f"decoding {settings['format']} to 16 kHz PCM", f"{engine['decode_cpu_per_audio_second']:.4f}", "-", "-")])]
+         f"{1 / engine['pipeline_wall_rtf']:.1f}", f"{engine['pipeline_wer']:.3f}"),
+        (f"decoding {settings['format']} to 16 kHz PCM", f"{engine['decode_cpu_per_audio_second']:.4f}", "-", "-",
+         "-")])]
     lines.append(f"  VAD gating: pipeline CPU / raw CPU = {engine['pipeline_rtf'] / engine['raw_rtf']:.3f}")
     if thr:
-        lines += ["", (f"throughput: {thr['files']} x {settings['file_minutes']:g} min {settings['format']} files, "
-                       f"{workers} engine worker(s), {cores} core(s)")]
+        runs = [thr["alone"], thr["together"]]
+        lines += ["", (f"real-time factor through the server: {settings['model']}, {workers} engine worker(s), "
+                       f"{cores} core(s); {settings['file_minutes']:g} min {settings['format']} files")]
         lines += ["  " + s for s in table(
-            ("audio s", "wall s", "server-stamped", "audio s/s", "target", "ratio", "WER", "completed", "other",
-             "verdict"),
-            [(f"{thr['audio_seconds']:.0f}", f"{thr['wall_seconds']:.1f}", fmt(thr["server_stamped_wall_seconds"], ".1f"),
-              f"{thr['throughput']:.2f}", f"{thr['target']:.2f}", f"{thr['ratio']:.3f}", f"{thr['wer']:.3f}",
-              f"{thr['completed']}/{thr['files']}", f"{thr['other_cpu_cores']:.2f}",
-              "PASS" if thr["pass"] else "FAIL")])]
-        lines.append(f"  (target = {TARGET_FRACTION} x {cores} cores / raw engine CPU RTF {engine['raw_rtf']:.4f}; "
-                     "wall: first create sent -> last COMPLETED seen, polled every "
-                     f"{POLL_SECONDS:g} s; other: cores busy with other processes)")
-        split = thr["time_split_cores"]
-        lines += ["  " + s for s in table(("process", "running", "waiting for a CPU", "idle", "CPU s per audio s"), [
-            (role, f"{split[role]['running']:.3f}", f"{split[role]['waiting_for_cpu']:.3f}",
-             fmt(split[role].get("idle"), ".3f"), f"{thr['cpu_per_audio_second'][role]:.4f}")
-            for role in split if role != "resource tracker"] + [
-            ("server, all", f"{sum(v['running'] for v in split.values()):.3f}",
-             f"{sum(v['waiting_for_cpu'] for v in split.values()):.3f}", "-",
-             f"{thr['server_cpu_per_audio_second']:.4f}")])]
+            ("run", "files", "audio s", "wall s", "server-stamped", "RTF (x real time)", "target", "engine predicts",
+             "WER", "completed", "other", "verdict"),
+            [(r["phase"], str(r["files"]), f"{r['audio_seconds']:.0f}", f"{r['wall_seconds']:.1f}",
+              fmt(r["server_stamped_wall_seconds"], ".1f"), f"{r['rtf']:.2f}", f">= {r['target_rtf']:g}",
+              f"{r['engine_expected_rtf']:.2f}", f"{r['wer']:.3f}", f"{r['completed']}/{r['files']}",
+              f"{r['other_cpu_cores']:.2f}", "PASS" if r["pass"] else "FAIL") for r in runs])]
+        lines.append(f"  (RTF = audio s / wall s, first create sent -> last end seen, polled every {POLL_SECONDS:g} s; "
+                     f"together: all files at once, their audio over the common wall; engine predicts: "
+                     f"{TARGET_FRACTION} x busy cores / raw engine CPU RTF {engine['raw_rtf']:.4f}; other: cores busy "
+                     "with other processes)")
+        lines += ["  " + s for s in table(("run: process", "running", "waiting for a CPU", "idle", "CPU s per audio s"), [
+            (f"{r['phase']}: {role}", f"{split[role]['running']:.3f}", f"{split[role]['waiting_for_cpu']:.3f}",
+             fmt(split[role].get("idle"), ".3f"), f"{r['cpu_per_audio_second'][role]:.4f}")
+            for r in runs for split in [r["time_split_cores"]] for role in split if role != "resource tracker"] + [
+            (f"{r['phase']}: server, all", f"{sum(v['running'] for v in r['time_split_cores'].values()):.3f}",
+             f"{sum(v['waiting_for_cpu'] for v in r['time_split_cores'].values()):.3f}", "-",
+             f"{r['server_cpu_per_audio_second']:.4f}") for r in runs])]
         lines.append("  (cores, i.e. s per wall s; waiting for a CPU: runnable, but the CPUs were busy (schedstat);"
                      " idle: a worker with nothing to do, waiting for audio from the server process)")
-        worker_cpu = sum(v for r, v in thr["cpu_per_audio_second"].items() if r.startswith("worker"))
-        lines.append(f"  engine workers' CPU per audio s {worker_cpu:.4f} = {worker_cpu / engine['pipeline_rtf']:.3f} x "
-                     f"the pipeline alone, {worker_cpu / engine['raw_rtf']:.3f} x the raw engine")
-        lines += ["  " + s for s in table(("job", "audio s", "waited s", "ran s", "audio s/s", "segments", "words",
-                                           "WER", "status"),
-                                          [(j["file"], f"{j['audio_seconds']:.0f}", fmt(j["wait_seconds"], ".1f"),
-                                            fmt(j["run_seconds"], ".1f"), fmt(j["audio_per_run_second"], ".2f"),
-                                            str(j["segments"]), str(j["words"]), fmt(j["wer"], ".3f"), j["status"])
-                                           for j in thr["jobs"]])]
+        for r in runs:
+            worker_cpu = sum(v for k, v in r["cpu_per_audio_second"].items() if k.startswith("worker"))
+            lines.append(f"  {r['phase']}: engine workers' CPU per audio s {worker_cpu:.4f} = "
+                         f"{worker_cpu / engine['pipeline_rtf']:.3f} x the pipeline alone, "
+                         f"{worker_cpu / engine['raw_rtf']:.3f} x the raw engine")
+        lines += ["  " + s for s in table(("run: job", "audio s", "waited s", "ran s", "x real time", "segments",
+                                           "words", "WER", "model", "status"),
+                                          [(f"{r['phase']}: {j['file']}", f"{j['audio_seconds']:.0f}",
+                                            fmt(j["wait_seconds"], ".1f"), fmt(j["run_seconds"], ".1f"),
+                                            fmt(j["audio_per_run_second"], ".2f"), str(j["segments"]), str(j["words"]),
+                                            fmt(j["wer"], ".3f"), str(j["model"]), j["status"])
+                                           for r in runs for j in r["jobs"]])]
+        ran = thr["alone"]["busiest_worker"]
+        lines += ["", "  RSS of the server's processes (MB): idle with the models loaded, and peaks"]
+        lines += ["  " + s for s in table(("process", "idle", "alone peak", "together peak"), [
+            (label + (" (ran the alone job)" if label == ran else ""), fmt(r["idle_mb"], ".1f"),
+             fmt(r["alone_peak_mb"], ".1f"), fmt(r["together_peak_mb"], ".1f")) for label, r in thr["rss"].items()])]
+        lines.append(f"  (sampled every {SAMPLE_SECONDS:g} s, {thr['rss_samples']} samples; idle: median over "
+                     f"{thr['idle_seconds']:g} s after the upload, before any job; each worker hosts every "
+                     "configured model; total: the sum over processes at one instant)")
     if mem:
-        lines += ["", (f"memory: one {mem['audio_seconds'] / 60:.0f} min {mem['format']} file ({mem['size_mb']} MB; "
-                       f"{mem['pcm_mb']} MB as 16 kHz PCM), alone on a fresh server: {mem['status']} in "
-                       f"{mem['job_wall_seconds']:.0f} s ({mem['audio_per_wall_second']:.2f} audio s/s), "
+        lines += ["", (f"memory: one {mem['audio_seconds'] / 60:.3g} min {mem['format']} file ({mem['size_mb']} MB; "
+                       f"{mem['pcm_mb']} MB as 16 kHz PCM), alone on a fresh server ({mem['model']}): {mem['status']} "
+                       f"in {mem['job_wall_seconds']:.0f} s ({mem['audio_per_wall_second']:.2f}x real time), "
                        f"WER {fmt(mem['wer'], '.3f')}, {mem['segments']} segments")]
         ran = mem["worker"]
         split = mem["time_split_cores"]
@@ -607,14 +677,17 @@ def report(engine: dict, thr: dict | None, mem: dict | None, cores: int, workers
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--files", type=int, default=None, help="throughput files (default: 4 x workers)")
-    parser.add_argument("--file-minutes", type=float, default=5.0, help="length of each throughput file")
+    parser.add_argument("--model", choices=MODELS, default="whisper-tiny.en", help="LECTERN_DEFAULT_MODEL")
+    parser.add_argument("--files", type=int, default=None, help="files transcribed together (default: --workers)")
+    parser.add_argument("--file-minutes", type=float, default=10.0, help="length of each file")
     parser.add_argument("--long-minutes", type=float, default=60.0, help="length of the memory run's file")
-    parser.add_argument("--engine-files", type=int, default=2, help="throughput files the engine alone decodes")
-    parser.add_argument("--format", choices=FORMATS, default="mp3", help="encoding of the throughput files")
+    parser.add_argument("--engine-files", type=int, default=1, help="files the engine alone decodes")
+    parser.add_argument("--format", choices=FORMATS, default="mp3", help="encoding of the files")
     parser.add_argument("--long-format", choices=FORMATS, default="opus", help="encoding of the long file")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="LECTERN_ENGINE_WORKERS")
-    parser.add_argument("--streams-per-worker", type=int, default=8, help="LECTERN_STREAMS_PER_WORKER")
+    parser.add_argument("--streams-per-worker", type=int, default=8,
+                        help="LECTERN_STREAMS_PER_WORKER and LECTERN_WHISPER_STREAMS_PER_WORKER")
+    parser.add_argument("--idle-seconds", type=float, default=5.0, help="idle RSS sampling before the jobs")
     parser.add_argument("--skip", nargs="*", default=[], choices=["throughput", "memory"], help="parts not to run")
     parser.add_argument("--seed", type=int, default=1, help="seed of the fixture order and the pauses")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "batch.json")
@@ -624,15 +697,16 @@ def main() -> int:
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     if args.smoke:
         args.files, args.file_minutes, args.long_minutes, args.engine_files = 2, 0.5, 2.0, 1
+        args.idle_seconds = min(args.idle_seconds, 2.0)
     if args.files is None:
-        args.files = 4 * args.workers
+        args.files = args.workers
     cores = min(args.workers, os.cpu_count() or 1)
-    if args.files < 2 * args.workers and not args.smoke:
-        print(f"note: {args.files} files < 2 x {args.workers} workers: the workers will not all stay busy")
+    if args.files < args.workers and not args.smoke:
+        print(f"note: {args.files} files < {args.workers} workers: the workers will not all be busy together")
     fixtures, rng = load_fixtures(), random.Random(args.seed)
     started = time.monotonic()
     problems: list[str] = []
-    thr = mem = None
+    thr = mem = health = None
 
     with tempfile.TemporaryDirectory(prefix="lectern-batch-audio-") as tmp:
         t0 = time.monotonic()
@@ -645,20 +719,21 @@ def main() -> int:
                  if long else "") + f", made in {time.monotonic() - t0:.1f} s")
 
         phases = {"audio": round(time.monotonic() - t0, 1)}
-        print(f"engine alone on {min(args.engine_files, len(files))} file(s)")
+        print(f"{args.model} alone on {min(args.engine_files, len(files))} file(s)")
         t0 = time.monotonic()
-        engine = engine_alone(files[: max(1, args.engine_files)])
+        engine = engine_alone(args.model, files[: max(1, args.engine_files)])
         phases["engine"] = round(time.monotonic() - t0, 1)
+        # Generous: real time for all the audio on one worker.
+        limit = max(300.0, sum(f.seconds for f in files))
 
         if "throughput" not in args.skip:
             t0 = time.monotonic()
-            print(f"throughput: server with {args.workers} engine worker(s)")
-            server = Server(args.workers, args.streams_per_worker)
+            print(f"real-time factor: server ({args.model}) with {args.workers} engine worker(s)")
+            server = Server(args.workers, args.streams_per_worker, model=args.model)
             try:
-                # Generous: real time for all the audio on one worker.
-                thr = throughput(server, files, cores, engine, limit=max(300.0, sum(f.seconds for f in files)))
-                print(f"  {thr['throughput']:.2f} audio s per s (target {thr['target']:.2f})")
-            except (ServerError, httpx.HTTPError) as exc:
+                health = serving(server, args.model)
+                thr = throughput(server, files, cores, engine, limit, args.model, args.idle_seconds)
+            except (ServerError, httpx.HTTPError, RuntimeError) as exc:
                 problems.append(f"throughput: {exc}")
                 print(f"  FAILED: {exc}")
             finally:
@@ -666,13 +741,13 @@ def main() -> int:
                 phases["throughput"] = round(time.monotonic() - t0, 1)
         if long is not None:
             t0 = time.monotonic()
-            print(f"memory: fresh server with {args.workers} engine worker(s)")
-            server = Server(args.workers, args.streams_per_worker)
+            print(f"memory: fresh server ({args.model}) with {args.workers} engine worker(s)")
+            server = Server(args.workers, args.streams_per_worker, model=args.model)
             try:
-                mem = memory(server, long, idle_seconds=3.0 if args.smoke else 5.0,
-                             limit=max(300.0, long.seconds))
+                health = serving(server, args.model)
+                mem = memory(server, long, idle_seconds=args.idle_seconds, limit=max(300.0, long.seconds))
                 print(f"  job {mem['status']} in {mem['job_wall_seconds']:.0f} s")
-            except (ServerError, httpx.HTTPError) as exc:
+            except (ServerError, httpx.HTTPError, RuntimeError) as exc:
                 problems.append(f"memory: {exc}")
                 print(f"  FAILED: {exc}")
             finally:
@@ -682,12 +757,14 @@ def main() -> int:
 
     print("\n" + report(engine, thr, mem, cores, args.workers, vars(args)))
     print(f"\ntotal run time {elapsed:.1f} s (" + ", ".join(f"{k} {v:g} s" for k, v in phases.items()) + ")")
-    if thr and thr["completed"] < thr["files"]:
-        problems.append(f"throughput: {thr['completed']}/{thr['files']} transcriptions completed: "
-                        + "; ".join(f"{j['file']} {j['status']} {j['errors']}" for j in thr["jobs"]
-                                    if j["status"] != "COMPLETED"))
-    if mem and mem["status"] != "COMPLETED":
-        problems.append(f"memory: the transcription ended {mem['status']}: {mem['errors']}")
+    for run in (thr["alone"], thr["together"]) if thr else ():
+        if run["completed"] < run["files"]:
+            problems.append(f"{run['phase']}: {run['completed']}/{run['files']} transcriptions completed with "
+                            f"{args.model}: " + "; ".join(f"{j['file']} {j['status']} {j['model']} {j['errors']}"
+                                                          for j in run["jobs"]
+                                                          if j["status"] != "COMPLETED" or j["model"] != args.model))
+    if mem and (mem["status"] != "COMPLETED" or mem["model"] != args.model):
+        problems.append(f"memory: the transcription ended {mem['status']} ({mem['model']}): {mem['errors']}")
 
     machine = {"cpu_count": os.cpu_count(), "physical_cores": psutil.cpu_count(logical=False),
                "platform": platform.platform(), "python": platform.python_version(),
@@ -695,11 +772,11 @@ def main() -> int:
                "load_average": [round(x, 2) for x in os.getloadavg()]}
     settings = {**vars(args), "out": str(args.out), "cores": cores, "fixtures": FIXTURES,
                 "pause_seconds": PAUSE_SECONDS, "noise_rms": NOISE_RMS, "target_fraction": TARGET_FRACTION,
-                "formats": {k: FORMATS[k][:3] for k in (args.format, args.long_format)}}
+                "target_rtf": TARGET_RTF, "formats": {k: FORMATS[k][:3] for k in (args.format, args.long_format)}}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
-                                    "machine": machine, "settings": settings, "run_seconds": round(elapsed, 1),
-                                    "phase_seconds": phases,
+                                    "model": args.model, "healthz": health, "machine": machine, "settings": settings,
+                                    "run_seconds": round(elapsed, 1), "phase_seconds": phases,
                                     "engine": engine, "throughput": thr, "memory": mem, "problems": problems},
                                    indent=2) + "\n")
     print(f"wrote {args.out}")
