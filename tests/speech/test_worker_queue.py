@@ -27,3 +27,30 @@ def test_without_commits_requests_keep_arrival_order():
         queue.add((i, "feed", i % 2, None))
     assert [queue.next()[0] for _ in range(5)] == [0, 1, 2, 3, 4]
     assert not queue
+
+
+def test_a_stream_with_more_audio_queued_gets_no_partial_yet():
+    queue = RequestQueue()
+    queue.add((1, "feed", 10, None))
+    queue.add((2, "feed", 10, None))
+    queue.add((3, "feed", 20, None))
+    assert queue.next()[0] == 1
+    assert queue.has_feed(10) and queue.has_feed(20)  # stream 10's next audio is waiting
+    assert queue.next()[0] == 2
+    assert not queue.has_feed(10) and queue.has_feed(20)
+
+
+def test_a_worker_is_behind_once_its_oldest_request_has_waited(monkeypatch):
+    import lectern.speech.engines.worker as worker
+
+    now = [100.0]
+    monkeypatch.setattr(worker.time, "monotonic", lambda: now[0])
+    queue = RequestQueue()
+    assert not queue.behind()
+    queue.add((1, "feed", 10, None))
+    now[0] += worker.BEHIND_SECONDS
+    assert not queue.behind()
+    now[0] += 0.01
+    assert queue.behind()
+    queue.next()
+    assert not queue.behind()

@@ -18,15 +18,17 @@ import onnxruntime
 from lectern.speech.audio import ENGINE_RATE, AudioFormat
 from lectern.speech.endpointing import VadEndpointer, VadSettings
 from lectern.speech.engines.base import Recognizer, Word
-from lectern.speech.pipeline import ClosedSegment, StreamPipeline
+from lectern.speech.pipeline import SPEECH_PROBABILITY, ClosedSegment, StreamPipeline
 
 Trigger = Literal["manual", "vad", "auto", "end"]
+
+AUTO_GRACE_SAMPLES = ENGINE_RATE  # one second
 
 
 @dataclass(frozen=True, slots=True)
 class SegmentRules:
     vad: VadSettings | None = None  # None: segments end only on request (or at the longest length)
-    max_segment_seconds: float = 28.0  # a segment is closed at this length even without a pause
+    max_segment_seconds: float = 28.0  # a segment is closed at this length even without a pause (at a word gap)
     offset_seconds: float = 0.0  # where this audio starts in the file (a resumed job)
     single_segment: bool = False  # nothing after the first VAD-closed segment is recognized (Reverie)
 
@@ -95,7 +97,11 @@ class Segmenter:
         if self._endpointer is not None and self._endpointer.update([probability]):
             self._pipeline.stopped = self._rules.single_segment
             return "vad"
-        if segment_samples >= self._max_samples:
+        # At the longest length, the segment ends at the next window without speech (a gap
+        # between words), and only past AUTO_GRACE_SECONDS in the middle of a word.
+        if segment_samples >= self._max_samples and (
+            probability < SPEECH_PROBABILITY or segment_samples >= self._max_samples + AUTO_GRACE_SAMPLES
+        ):
             self._reset()
             return "auto"
         return None

