@@ -7,24 +7,12 @@ import pytest
 from lectern.speech.audio import AudioFormat
 from lectern.speech.endpointing import VadSettings
 from lectern.speech.engines.base import RecognizerOptions
-from lectern.speech.engines.pocketsphinx import PocketSphinxEngine
 from lectern.speech.segmenter import BATCH_RULES, RawSegment, Segmenter, SegmentRules
-from lectern.speech.vad import load_vad_model
 from tests.conftest import load_speech, word_error_rate
 
 PCM16 = AudioFormat("pcm_s16le", 16000)
 TWO = load_speech("two_sentences")
 SECOND_STARTS = 63840 / 16000  # seconds
-
-
-@pytest.fixture(scope="module")
-def vad_model():
-    return load_vad_model()
-
-
-@pytest.fixture(scope="module")
-def engine():
-    return PocketSphinxEngine()
 
 
 def segments_of(engine, vad_model, pcm: bytes, rules: SegmentRules, chunks: list[int]) -> list[RawSegment]:

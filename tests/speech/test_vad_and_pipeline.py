@@ -8,18 +8,8 @@ from lectern.speech.endpointing import VadEndpointer, VadSettings
 from lectern.speech.engines.base import RecognizerOptions
 from lectern.speech.engines.pocketsphinx import PocketSphinxEngine
 from lectern.speech.pipeline import StreamPipeline
-from lectern.speech.vad import WINDOW, SileroVad, load_vad_model
+from lectern.speech.vad import WINDOW, SileroVad
 from tests.conftest import SPEECH, load_speech, word_error_rate
-
-
-@pytest.fixture(scope="module")
-def vad_model():
-    return load_vad_model()
-
-
-@pytest.fixture(scope="module")
-def engine():
-    return PocketSphinxEngine()
 
 
 def _probabilities(vad_model, pcm: bytes, chunk: int = 3200) -> list[float]:
