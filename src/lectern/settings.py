@@ -36,7 +36,9 @@ class Settings(BaseSettings):
                                        "at start; otherwise only local directories are used")
     engine_workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
     streams_per_worker: int = Field(default=8, ge=1, description="pocketsphinx streams one worker hosts")
-    whisper_streams_per_worker: int = Field(default=4, ge=1, description="Whisper streams one worker hosts")
+    whisper_streams_per_worker: int = Field(
+        default=3, ge=1, description="Whisper streams one worker hosts (measured: 2 workers sustain 6 real-time "
+        "streams of tiny.en on 2 cores with commit p95 <= 500 ms; see bench/realtime.py)")
 
     # Realtime stream limits.
     idle_timeout_seconds: float = Field(default=15.0, gt=0)

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from lectern.speech.decode import decode_pcm
-from tests.api.test_transcriptions_api import uploaded, wait_job, wav
+from tests.api.test_transcriptions_api import poll, uploaded, wait_job, wav
 from tests.conftest import LecternServer, load_speech, word_error_rate
 from tests.realtime import native_wire, reverie_wire
 from tests.realtime.scribe_wire import (
@@ -61,7 +61,7 @@ async def scribe_stream(srv: LecternServer, pcm: bytes, **params: Any) -> list[d
     """Stream ``pcm`` with a manual commit at the end; every message up to its committed transcript
     (and the timestamps message, when asked for)."""
     messages = []
-    async with open_ws(srv, q(model_id="scribe_v2_realtime", **params)) as ws:
+    async with open_ws(srv, q(**params)) as ws:
         messages.append(await expect_started(ws))
         await send_audio(ws, pcm)
         await ws.send(COMMIT)
@@ -95,8 +95,7 @@ async def test_language_detection_alone_brings_the_language_with_the_words(whisp
 
 
 async def test_vad_commits_each_sentence_and_partials_come_first(whisper_server) -> None:
-    async with open_ws(whisper_server, q(model_id="scribe_v2_realtime", commit_strategy="vad",
-                                         vad_silence_threshold_secs=0.5)) as ws:
+    async with open_ws(whisper_server, q(commit_strategy="vad", vad_silence_threshold_secs=0.5)) as ws:
         await expect_started(ws)
         await send_audio(ws, TWO.pcm + bytes(32000))
         seen: list[dict[str, Any]] = []
@@ -120,7 +119,7 @@ async def test_keyterms_are_hotwords(whisper_server) -> None:
 
 
 async def test_previous_text_is_taken_as_context(whisper_server) -> None:
-    async with open_ws(whisper_server, q(model_id="scribe_v2_realtime")) as ws:
+    async with open_ws(whisper_server) as ws:
         await expect_started(ws)
         await ws.send(frame(FOX.pcm[:3200], previous_text="A pangram, typed by a quick brown fox."))
         await send_audio(ws, FOX.pcm[3200:], previous_text=None)  # as the SDK sends every later chunk
@@ -131,7 +130,7 @@ async def test_previous_text_is_taken_as_context(whisper_server) -> None:
 
 
 async def test_an_english_only_model_refuses_other_languages_in_every_protocol(whisper_server) -> None:
-    async with open_ws(whisper_server, q(model_id="scribe_v2_realtime", language_code="de")) as ws:
+    async with open_ws(whisper_server, q(language_code="de")) as ws:
         error, _ = await expect_error(ws, "invalid_request", results_first=False)
     assert "de" in error and "English" in error, error
     async with native_wire.open_native(whisper_server) as ws:
@@ -198,3 +197,22 @@ def test_a_model_that_cannot_be_loaded_stops_the_server_with_the_reason(tmp_path
                           capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
     assert reason in done.stdout + done.stderr, done.stderr
+
+
+async def test_admission_counts_each_models_share_of_a_worker(make_server) -> None:
+    # One worker: a Whisper stream takes all of it (1 a worker), a pocketsphinx one half (2 a worker).
+    srv = make_server(default_model=WHISPER, engine_workers=1, whisper_streams_per_worker=1, streams_per_worker=2)
+    light = "model_id=pocketsphinx-en-us"
+    async with open_ws(srv, light) as first:
+        await expect_started(first)
+        async with open_ws(srv) as whisper:
+            error, _ = await expect_error(whisper, "resource_exhausted", results_first=False)
+        assert "whisper-tiny.en" in error, error
+        async with open_ws(srv, light) as second:
+            await expect_started(second)  # the other half of the worker
+            async with open_ws(srv, light) as third:
+                await expect_error(third, "resource_exhausted", results_first=False)
+    await asyncio.to_thread(poll, lambda: httpx.get(f"{srv.base_url}/healthz").json()["streams"] == 0,
+                            "the streams to end")
+    async with open_ws(srv) as whisper:  # all free again
+        await expect_started(whisper)

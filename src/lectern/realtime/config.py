@@ -21,7 +21,7 @@ class StreamConfig:
     protocol: str
     model: ResolvedModel
     audio_format: AudioFormat
-    language_code: str = "en"
+    language_code: str | None = "en"  # None: a multilingual model detects it
     commit_strategy: Literal["manual", "vad"] = "manual"
     vad: VadSettings = VadSettings()
     keyterms: tuple[str, ...] = ()

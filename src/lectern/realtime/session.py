@@ -148,7 +148,7 @@ class StreamSession:
                 "requested_model_alias": config.model.requested_alias,
                 "resolved_model_name": config.model.name,
                 "used_fallback": config.model.used_fallback,
-                "language_code": config.language_code,
+                "language_code": config.language_code or "auto",  # a multilingual model detects it
                 "recording_requested": config.recording,
                 "recording_path": str(self._recording.path) if self._recording else None,
                 "keep_transcript": config.keep_transcript,
@@ -408,7 +408,7 @@ class StreamSession:
             words=tuple(words),
             start=words[0].start if words else round(self._seconds(self._segment_start), 3),
             end=round(max(self._seconds(position), words[-1].end if words else 0.0), 3),
-            language_code=raw.language or self.config.language_code,
+            language_code=raw.language or self.config.language_code or "en",
             trigger=raw.trigger,
         )
         if text:

@@ -44,7 +44,7 @@ class ModelConfig:
     device: str = "cpu"  # cpu, cuda or auto
     compute_type: str = "int8"  # int8 on CPU; float16 (or int8_float16) on a GPU
     threads: int = 1  # CPU threads per worker; every worker process is counted against the cores
-    streams_per_worker: int = 4  # this model's admission capacity in one worker
+    streams_per_worker: int = 3  # this model's admission capacity in one worker
 
 
 @dataclass(frozen=True, slots=True)

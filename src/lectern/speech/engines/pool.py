@@ -4,7 +4,7 @@ pocketsphinx holds the GIL while it decodes, and Whisper is given one CPU thread
 recognition runs in worker processes, one per core by default, each hosting every configured
 model. Admission is per model: a model admits ``streams_per_worker`` streams in one worker, and a
 worker is full when its streams' shares (1 / that number each) add up to 1, so a Whisper stream
-(4 a worker by default) takes twice the room of a pocketsphinx one (8). The event loop only
+(3 a worker by default) takes the room of almost three pocketsphinx ones (8). The event loop only
 pickles bytes into a pipe. A writer thread per worker keeps a busy worker's full pipe from ever
 blocking the loop, and a reader thread resolves the futures.
 """
