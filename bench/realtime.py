@@ -32,12 +32,13 @@ real server, for either engine (``--model``).
   connects, early closes, unanswered commits. WER: committed texts vs the fixture transcripts,
   aggregated (lowercase, punctuation dropped, digits read one by one as the fixtures say them).
 * sustained: commit p95 <= 500 ms and no errors (every commit answered). Default ramp: 1 2 4 8,
-  then 12 16 24 32 48 64 (up to ``--max-streams``) while every level is sustained, then bisection
-  between the largest sustained N and the smallest unsustained one above it: the largest N
-  sustained. An explicit ``--streams`` list is run as given (``--search`` to extend it likewise).
-  Clients and server share the box; "other" is the cores other processes kept busy meanwhile: if
-  not ~0, the numbers are not the server's alone. A sender p99 late above 100 ms means the
-  clients could not keep real-time pace (the level offered less load than it says): flagged.
+  then 12 16 24 32 48 64 (up to ``--max-streams``) as long as the largest level so far was
+  sustained, then bisection between the largest sustained N and the smallest unsustained one
+  above it: the largest N sustained. An explicit ``--streams`` list is run as given
+  (``--search`` to extend it likewise). Clients and server share the box; "other" is the cores
+  other processes kept busy meanwhile: if not ~0, the numbers are not the server's alone. A
+  sender p99 late above 100 ms means the clients could not keep real-time pace (the level
+  offered less load than it says): flagged with "!".
 * Targets, printed beside the figures: commit p50 <= 150 ms and p95 <= 400 ms at 4 streams,
   first partial p95 <= 800 ms and largest partial gap p95 <= 1000 ms (at 4 streams), 8 streams
   sustained; server CPU / raw engine CPU <= 1.10 and no WER lost to streaming.
@@ -609,7 +610,7 @@ def report(model: str, levels: list[dict], cpu: dict | None, best: int | None, a
     lines.append(f"      of which the engine workers{'':13} {cpu['workers_cpu_per_audio_second']:.4f}")
     for key, label in (("raw", "raw engine, serial (the reference)"),
                        ("raw_interleaved", f"raw engine, {k} interleaved"),
-                       ("pipeline_interleaved", f"worker Segmenter (engine+VAD), {k} interleaved"),
+                       ("pipeline_interleaved", f"worker Segmenter, {k} interleaved"),
                        ("raw_paced", f"raw engine, {k} interleaved, real-time")):
         lines.append(f"    {label:<40} {cpu[key + '_cpu_per_audio_second']:.4f}  {cpu['ratio_vs_' + key]:.3f}")
     lines.append(f"  WER: server {cpu['server_wer']:.3f}, raw engine {cpu['raw_wer']:.3f}, raw interleaved "
