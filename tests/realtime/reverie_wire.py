@@ -47,14 +47,15 @@ FORMATS: dict[str, tuple[int, str]] = {
 }
 BYTE_STREAM_FORMATS = [name for name, (_, enc) in FORMATS.items() if enc != "opus"]  # any slicing works
 
-_keys: dict[int, str] = {}
+# By data dir, not id(): a stopped server's object may be freed and its id() reused by the next.
+_keys: dict[str, str] = {}
 
 
 def key_for(srv: LecternServer) -> str:
     """One ``acme``/``alice`` key per server (default scopes)."""
-    if id(srv) not in _keys:
-        _keys[id(srv)] = srv.create_key("acme", "alice")
-    return _keys[id(srv)]
+    if str(srv.data_dir) not in _keys:
+        _keys[str(srv.data_dir)] = srv.create_key("acme", "alice")
+    return _keys[str(srv.data_dir)]
 
 
 # -- audio ------------------------------------------------------------------------------------

@@ -22,13 +22,14 @@ OPEN_TIMEOUT = 5.0  # the opening handshake, on loopback
 RESULT_TYPES = ("partial_transcript", "committed_transcript", "committed_transcript_with_timestamps")
 CHUNK = 3200  # 100 ms of pcm_16000
 
-_keys: dict[int, str] = {}
+# By data dir, not id(): a stopped server's object may be freed and its id() reused by the next.
+_keys: dict[str, str] = {}
 
 
 def key_for(srv: LecternServer) -> str:
-    if id(srv) not in _keys:
-        _keys[id(srv)] = srv.create_key("acme", "alice")
-    return _keys[id(srv)]
+    if str(srv.data_dir) not in _keys:
+        _keys[str(srv.data_dir)] = srv.create_key("acme", "alice")
+    return _keys[str(srv.data_dir)]
 
 
 def open_ws(srv: LecternServer, query: str | None = MODEL, key: str | None = "default") -> Any:
