@@ -296,6 +296,20 @@ class ClientResult:
     errors: list[str] = field(default_factory=list)
 
 
+def connect_scribe(url: str, key: str) -> Any:
+    """A connection to the ElevenLabs realtime endpoint, as every benchmark client opens it."""
+    return websockets.connect(url, additional_headers={"xi-api-key": key}, max_size=None, compression=None,
+                              open_timeout=30)
+
+
+async def refusal(ws: websockets.ClientConnection) -> str | None:
+    """None once the first message is session_started; else what the server answered instead."""
+    first = json.loads(await asyncio.wait_for(ws.recv(), 30))
+    if first.get("message_type") == "session_started":
+        return None
+    return f"{first.get('message_type')}: {first.get('error', first)}"
+
+
 async def run_client(url: str, key: str, plan: list[Fixture], delay: float, drain_timeout: float) -> ClientResult:
     result = ClientResult()
     pending: list[Utterance] = []  # begun, not yet committed, oldest first: what a message is about
@@ -321,11 +335,9 @@ async def run_client(url: str, key: str, plan: list[Fixture], delay: float, drai
 
     await asyncio.sleep(delay)
     try:
-        async with websockets.connect(url, additional_headers={"xi-api-key": key}, max_size=None,
-                                      compression=None, open_timeout=30) as ws:
-            first = json.loads(await asyncio.wait_for(ws.recv(), 30))
-            if first.get("message_type") != "session_started":
-                result.errors.append(f"{first.get('message_type')}: {first.get('error', first)}")
+        async with connect_scribe(url, key) as ws:
+            if refused := await refusal(ws):
+                result.errors.append(refused)
                 return result
             receiver = asyncio.create_task(receive(ws))
             t0, sent = time.monotonic(), 0
@@ -490,8 +502,7 @@ def engine_baseline(model: str, plans: list[list[Fixture]], per_process: int) ->
 
 async def first_message(url: str, key: str) -> tuple[dict, Any]:
     """Connect; the first message and the open socket (None when the server closed it)."""
-    ws = await websockets.connect(url, additional_headers={"xi-api-key": key}, max_size=None, compression=None,
-                                  open_timeout=30)
+    ws = await connect_scribe(url, key)
     try:
         msg = json.loads(await asyncio.wait_for(ws.recv(), 30))
     except websockets.ConnectionClosed as exc:

@@ -67,9 +67,11 @@ from realtime import (
     Server,
     busy_cpu_seconds,
     chunk_message,
+    connect_scribe,
     fmt,
     load_fixtures,
     pct,
+    refusal,
     serving,
     wer,
 )
@@ -125,11 +127,9 @@ async def run_stream(url: str, key: str, index: int, fixtures: list[Fixture], se
             result.errors.append(f"closed by the server early: {ws.close_code} {ws.close_reason}")
 
     try:
-        async with websockets.connect(url, additional_headers={"xi-api-key": key}, max_size=None,
-                                      compression=None, open_timeout=30) as ws:
-            first = json.loads(await asyncio.wait_for(ws.recv(), 30))
-            if first.get("message_type") != "session_started":
-                result.errors.append(f"{first.get('message_type')}: {first.get('error', first)}")
+        async with connect_scribe(url, key) as ws:
+            if refused := await refusal(ws):
+                result.errors.append(refused)
                 return result
             receiver = asyncio.create_task(receive(ws))
             t0, sent, n, k = time.monotonic(), 0, index, 0
