@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from lectern.speech.engines.base import Word
-
-# What closed the segment: the client asked, the VAD heard a pause, the automatic bound on
-# segment length, or the end of the stream. Protocols that report a reason render it.
-CommitTrigger = Literal["manual", "vad", "auto", "end"]
+from lectern.speech.segmenter import Trigger
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,7 +17,7 @@ class Segment:
     start: float
     end: float
     language_code: str
-    trigger: CommitTrigger = "manual"
+    trigger: Trigger = "manual"  # what closed it; protocols that report a reason render it
 
     @property
     def confidence(self) -> float | None:

@@ -72,18 +72,18 @@ class ModelRegistry:
             return ResolvedModel(alias, self.default, False)
         return ResolvedModel(alias, self.default, True)
 
+    def english_only(self, model: str) -> bool:
+        return self.languages.get(model, ("en",)) == ("en",)
+
     def serves_language(self, model: str, code: str | None) -> bool:
         if code is None:
             return True
-        languages = self.languages.get(model, ("en",))
-        if languages is None:
-            return _base_language(code) is not None
         base = _base_language(code)
-        return base is not None and base in languages
+        languages = self.languages.get(model, ("en",))
+        return base is not None and (languages is None or base in languages)
 
     def language_error(self, model: str, code: str, parameter: str = "language_code") -> str:
-        languages = self.languages.get(model, ("en",))
-        served = "English (en) only" if languages == ("en",) else "the languages Whisper knows"
+        served = "English (en) only" if self.english_only(model) else "the languages Whisper knows"
         return f"{parameter} {code!r} is not served by model {model}: it recognizes {served}"
 
 

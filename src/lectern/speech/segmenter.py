@@ -20,6 +20,8 @@ from lectern.speech.endpointing import VadEndpointer, VadSettings
 from lectern.speech.engines.base import Recognizer, Word
 from lectern.speech.pipeline import SPEECH_PROBABILITY, ClosedSegment, StreamPipeline
 
+# What closed a segment: the client asked, the VAD heard a pause, the automatic bound on segment
+# length, or the end of the audio.
 Trigger = Literal["manual", "vad", "auto", "end"]
 
 AUTO_GRACE_SAMPLES = ENGINE_RATE  # one second

@@ -83,7 +83,7 @@ def parse_request(
         raise ParamError(f"language_code must be an ISO 639-1 or 639-3 code, not {language!r}")
     if not models.serves_language(model.name, language):
         raise ParamError(models.language_error(model.name, language or ""))
-    if language is None and models.languages.get(model.name) == ("en",):
+    if language is None and models.english_only(model.name):
         language = "en"  # an English-only model: nothing to detect
     strategy = (params.one("commit_strategy") or "manual").lower()
     if strategy not in ("manual", "vad"):
