@@ -28,10 +28,10 @@ class WhisperEngine(Engine):
         assert config.path is not None
         self.name = config.name
         self._runner = WhisperRunner(config.path, config.device, config.compute_type, config.threads)
-        self.languages = None if self._runner.is_multilingual else ("en",)
+        self.languages = self._runner.languages
 
     def recognizer(self, options: RecognizerOptions = RecognizerOptions()) -> "WhisperRecognizer":
-        language = normalize_language(options.language) if self.languages is None else "en"
+        language = normalize_language(options.language) if self._runner.is_multilingual else "en"
         return WhisperRecognizer(self._runner, options, language)
 
 

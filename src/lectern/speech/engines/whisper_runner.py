@@ -158,6 +158,7 @@ class WhisperRunner:
         self._model: ctranslate2.models.Whisper = self._fw.model
         self._features = self._fw.feature_extractor
         self.is_multilingual: bool = self._model.is_multilingual
+        self.languages: tuple[str, ...] = self._languages()
         self._tokenizers: dict[str, Tokenizer] = {}
         self._suppress: dict[str, list[int]] = {}
         self._window_frames = self._features.nb_max_frames  # 3000 mel frames = 30 s
@@ -237,9 +238,17 @@ class WhisperRunner:
             return None if self.is_multilingual else "en"
         if not self.is_multilingual and language != "en":
             raise ValueError(f"this model is English-only: cannot transcribe language {language!r}")
-        if language not in _LANGUAGE_CODES:
-            raise ValueError(f"unknown language code {language!r}")
+        if language not in self.languages:
+            raise ValueError(f"unknown language code {language!r}: not one of this model's {len(self.languages)}")
         return language
+
+    def _languages(self) -> tuple[str, ...]:
+        """The codes of the model's language tokens, in Whisper's order (English first). Not
+        faster-whisper's list: that has yue, which only large-v3 models have a token for."""
+        if not self.is_multilingual:
+            return ("en",)
+        ids = {code: self._fw.hf_tokenizer.token_to_id(f"<|{code}|>") for code in _LANGUAGE_CODES}
+        return tuple(sorted((code for code, token in ids.items() if token is not None), key=lambda code: ids[code]))
 
     def _silence_tail(self) -> np.ndarray:
         """The encoder's output for a 30 s window of padding only ([positions, d_model]): what
