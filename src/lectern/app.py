@@ -20,7 +20,7 @@ from lectern.api import (
     transcription_upload,
     transcriptions,
 )
-from lectern.api.rate_limit import RateLimiter
+from lectern.api.rate_limits import RateLimitHeaders
 from lectern.api.uploads import remove_stale_spools
 from lectern.jobs.runner import JobRunner, job_sources
 from lectern.realtime.protocols import elevenlabs, native, reverie
@@ -38,7 +38,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.services = services
             app.state.resumable_streams = ResumableStreams()
             app.state.jobs = runner = JobRunner(services, job_sources(settings))
-            app.state.summary_limiter = RateLimiter(settings.summary_create_per_minute, "summary requests")
             runner.start()
             try:
                 yield
@@ -53,6 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app)
+    app.add_middleware(RateLimitHeaders)
     app.include_router(health.router)
     app.include_router(tokens.router)
     app.include_router(streams.router)

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from lectern.auth.jwt import JwtVerifier
 from lectern.blobs import BlobStore, blob_store
+from lectern.rate_limits import RateLimits
 from lectern.settings import Settings
 from lectern.speech.engines.pool import RecognizerPool
 from lectern.speech.models import ModelRegistry, build_registry
@@ -29,6 +30,7 @@ class Services:
     jwt: JwtVerifier
     blobs: BlobStore
     summarizer: Summarizer
+    rate_limits: RateLimits
 
     @property
     def recordings_dir(self) -> Path:
@@ -55,7 +57,8 @@ async def running_services(settings: Settings) -> AsyncIterator[Services]:
     summarizer = summarizer_from_settings(settings)
     try:
         yield Services(settings=settings, db=session_factory(engine), pool=pool, models=models,
-                       jwt=JwtVerifier(settings), blobs=blob_store(settings), summarizer=summarizer)
+                       jwt=JwtVerifier(settings), blobs=blob_store(settings), summarizer=summarizer,
+                       rate_limits=RateLimits.from_settings(settings))
     finally:
         await summarizer.aclose()
         await pool.close()

@@ -108,6 +108,23 @@ class Settings(BaseSettings):
     summary_retention_days: float = Field(default=30.0, gt=0, description="a deleted summary's result is "
                                           "purged this long after deletion")
 
+    # Rate limits (the `limits` library's notation, e.g. "60/minute" or "5/second; 100/minute"; "" turns
+    # one off), counted in this process, or in Redis when redis_url is set so that nodes share one budget.
+    redis_url: str | None = Field(default=None, description="e.g. redis://127.0.0.1:6379/0: rate limits "
+                                  "shared by every node")
+    redis_key_prefix: str = Field(default="lectern", description="prefix of this deployment's keys in Redis")
+    rate_limit_requests: str = Field(default="600/minute", description="REST requests of one key (or JWT user)")
+    rate_limit_tenant_requests: str = Field(default="3000/minute", description="REST requests of one tenant")
+    rate_limit_stream_starts: str = Field(default="30/minute", description="realtime streams one key opens")
+    rate_limit_tenant_stream_starts: str = Field(default="120/minute",
+                                                 description="realtime streams one tenant opens")
+    rate_limit_uploads: str = Field(default="60/minute", description="file uploads and batch requests of one key")
+    rate_limit_token_mints: str = Field(default="60/minute", description="single-use tokens one key mints")
+    rate_limit_purges: str = Field(default="10/minute", description="purges (recordings, session content, "
+                                   "transcriptions, summaries) of one key")
+    rate_limit_auth_failures: str = Field(default="30/minute", description="failed authentications from one "
+                                          "client address; past it even valid credentials wait")
+
     single_use_token_ttl_seconds: int = Field(default=900, gt=0)
     recording_download_bytes_per_second: int = Field(
         default=1 << 20, ge=0, description="bandwidth of one recording download; 0 for unlimited"

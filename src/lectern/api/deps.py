@@ -9,9 +9,11 @@ from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from lectern.api import rate_limits
 from lectern.api.errors import ApiError
 from lectern.auth.principal import AuthError, Principal
 from lectern.auth.principals import authenticate
+from lectern.rate_limits import RateLimited
 from lectern.services import Services
 
 # Declared for the OpenAPI document; authentication itself is done below.
@@ -29,7 +31,8 @@ async def database(request: Request) -> AsyncIterator[AsyncSession]:
 
 
 def require(scope: str) -> Callable[..., Coroutine[Any, Any, Principal]]:
-    """A dependency giving the caller's principal, after checking that it holds ``scope``."""
+    """A dependency giving the caller's principal, after checking that it holds ``scope`` and
+    spending its rate limits."""
 
     async def principal(
         request: Request,
@@ -39,11 +42,17 @@ def require(scope: str) -> Callable[..., Coroutine[Any, Any, Principal]]:
     ) -> Principal:
         authorization = f"{bearer.scheme} {bearer.credentials}" if bearer else request.headers.get("authorization")
         try:
-            caller = await authenticate(db, services(request).jwt, api_key, authorization)
-        except AuthError as exc:
-            raise ApiError(401, str(exc)) from None
-        if not caller.has(scope):
-            raise ApiError(403, f"insufficient scope: this operation needs {scope}")
+            await rate_limits.refuse_failing_address(request)
+            try:
+                caller = await authenticate(db, services(request).jwt, api_key, authorization)
+            except AuthError as exc:
+                await rate_limits.count_failed_authentication(request)
+                raise ApiError(401, str(exc)) from None
+            if not caller.has(scope):
+                raise ApiError(403, f"insufficient scope: this operation needs {scope}")
+            await rate_limits.admit(request, caller)
+        except RateLimited as exc:
+            raise rate_limits.too_many_requests(exc) from None
         return caller
 
     return principal

@@ -92,8 +92,7 @@ async def create_summary(
     db: Annotated[AsyncSession, Depends(database)],
 ) -> SpeechServiceSummaryResponse:
     """Queue a summary of a COMPLETED transcription with a prompt template the caller can see.
-    Rate limited: `LECTERN_SUMMARY_CREATE_PER_MINUTE` per user (429 with Retry-After past it)."""
-    request.app.state.summary_limiter.check(caller.user_id)
+    Rate limited: `LECTERN_SUMMARY_CREATE_PER_MINUTE` per key (429 with Retry-After past it)."""
     transcription = await _readable_transcription(db, body.transcriptionId, caller)
     template = await visible_template(db, body.promptTemplateId, caller)
     if template is None:
