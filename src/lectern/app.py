@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from lectern.api import (
+    api_keys,
     elevenlabs_batch,
     errors,
     files,
@@ -62,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(prompt_templates.router)
     app.include_router(elevenlabs_batch.router)
     app.include_router(summaries.router)
+    app.include_router(api_keys.router)
     app.add_api_websocket_route("/v1/speech-to-text/realtime", elevenlabs.realtime_endpoint)
     app.add_api_websocket_route("/stream", reverie.stream_endpoint)
     app.add_api_websocket_route("/api/v1/speech-services/stream", native.stream_endpoint)

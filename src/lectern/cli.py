@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from lectern import admin_cli
 from lectern.auth import keys
 from lectern.auth.scopes import NORMAL_USER_SCOPES
 from lectern.settings import Settings
@@ -26,15 +27,6 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def _prepare_database(settings: Settings) -> None:
     migrate.upgrade(settings.resolved_database_url)
-
-
-def _create_key(settings: Settings, tenant: str, user: str, scopes: Sequence[str], name: str) -> str:
-    engine = create_sync_engine(settings.resolved_database_url)
-    try:
-        with Session(engine) as db, db.begin():
-            return keys.create_api_key(db, tenant, user, list(scopes), name=name).plaintext
-    finally:
-        engine.dispose()
 
 
 def _ensure_dev_key(settings: Settings) -> None:
@@ -106,17 +98,6 @@ def transcribe(args: argparse.Namespace) -> None:
     sys.exit(status)
 
 
-def create_key(args: argparse.Namespace) -> None:
-    settings = _settings(args)
-    _prepare_database(settings)
-    if args.scopes is None:
-        scopes = list(NORMAL_USER_SCOPES)
-    else:
-        scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
-    print(f"API key for tenant {args.tenant!r}, user {args.user!r}, scopes: {' '.join(scopes)}")
-    print(_create_key(settings, args.tenant, args.user, scopes, args.name or ""))
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lectern", description="Self-hosted speech services.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -146,14 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     t.set_defaults(handler=transcribe)
 
-    admin = commands.add_parser("admin", help="administration").add_subparsers(dest="admin_command", required=True)
-    key_parser = admin.add_parser("create-key", help="create an API key; the key is the last line printed")
-    key_parser.add_argument("--tenant", required=True)
-    key_parser.add_argument("--user", required=True)
-    key_parser.add_argument("--scopes", help="comma-separated scopes (default: every scope of a normal user)")
-    key_parser.add_argument("--name", help="a label for the key")
-    common(key_parser)
-    key_parser.set_defaults(handler=create_key)
+    admin_cli.register(commands, common)
     return parser
 
 

@@ -142,6 +142,18 @@ class Settings(BaseSettings):
     jwt_leeway_seconds: float = Field(default=30.0, ge=0, description="clock skew allowed on exp/nbf/iat")
     jwks_cache_seconds: float = Field(default=300.0, gt=0)
 
+    # Tenants: the server's defaults for per-tenant caps (a tenant's own value wins, and a user's stream
+    # cap wins over both: `lectern admin tenants update`), and how often retention periods are applied.
+    tenant_max_streams: int | None = Field(
+        default=None, ge=0, description="realtime streams one tenant may have open at once; default: three "
+        "quarters of this node's stream capacity (at least 1), so that one tenant never fills a node alone")
+    tenant_max_running_jobs: int | None = Field(
+        default=None, ge=0, description="transcription and summary jobs of one tenant running at once; default: "
+        "three quarters of this node's job slots (at least 1)")
+    retention_sweep_seconds: float = Field(
+        default=300.0, gt=0, description="how often the sweeper purges content older than its tenant's "
+        "retention periods (recordings, transcripts, summaries)")
+
     @property
     def recordings_dir(self) -> Path:
         return self.data_dir / "recordings"

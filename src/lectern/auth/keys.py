@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -20,6 +20,7 @@ from lectern.auth.principal import AuthError, Principal
 from lectern.store.models import ApiKey, SingleUseToken, Tenant, User, utcnow
 
 API_KEY_PREFIX = "kk-"
+PREFIX_LENGTH = 10  # the part of a key kept and shown, to tell keys apart
 TOKEN_PREFIX = "sutkn_"
 TOKEN_TYPES = ("realtime_scribe",)
 
@@ -48,6 +49,25 @@ def ensure_user(db: Session, tenant_name: str, user_name: str) -> tuple[Tenant, 
     return tenant, user
 
 
+def _new_key(tenant_id: uuid.UUID, user_id: uuid.UUID, scopes: list[str], name: str, description: str | None,
+             expires_at: datetime | None) -> tuple[ApiKey, str]:
+    """A key row and its plaintext, which is returned once and never stored (only its digest)."""
+    plaintext = API_KEY_PREFIX + secrets.token_urlsafe(32)
+    key = ApiKey(
+        id=uuid.uuid4(),
+        tenant_id=tenant_id,
+        user_id=user_id,
+        name=name,
+        description=description,
+        prefix=plaintext[:PREFIX_LENGTH],
+        secret_hash=_digest(plaintext),
+        scopes=sorted(set(scopes)),
+        created_at=utcnow(),
+        expires_at=expires_at,
+    )
+    return key, plaintext
+
+
 def create_api_key(
     db: Session,
     tenant_name: str,
@@ -55,22 +75,84 @@ def create_api_key(
     scopes: list[str],
     name: str = "",
     expires_at: datetime | None = None,
+    description: str | None = None,
 ) -> NewKey:
-    """Create (tenant, user if needed and) a key; the plaintext is returned once and never stored."""
+    """Create (tenant, user if needed and) a key with these scopes, checked by the caller (``scopes.known``)."""
     tenant, user = ensure_user(db, tenant_name, user_name)
-    plaintext = API_KEY_PREFIX + secrets.token_urlsafe(32)
-    key = ApiKey(
-        tenant_id=tenant.id,
-        user_id=user.id,
-        name=name,
-        prefix=plaintext[:10],
-        secret_hash=_digest(plaintext),
-        scopes=sorted(set(scopes)),
-        expires_at=expires_at,
-    )
+    key, plaintext = _new_key(tenant.id, user.id, scopes, name, description, expires_at)
     db.add(key)
     db.flush()
     return NewKey(key.id, plaintext)
+
+
+async def create_key_for(
+    db: AsyncSession, tenant_id: uuid.UUID, user_id: uuid.UUID, scopes: list[str], name: str,
+    description: str | None, expires_at: datetime | None,
+) -> tuple[ApiKey, str]:
+    """A key for a user of the tenant: the row and its plaintext (shown once, never stored)."""
+    key, plaintext = _new_key(tenant_id, user_id, scopes, name, description, expires_at)
+    db.add(key)
+    await db.commit()
+    return key, plaintext
+
+
+def key_status(key: ApiKey, now: datetime) -> str:
+    if key.revoked_at is not None:
+        return "REVOKED"
+    if key.expires_at is not None and key.expires_at <= now:
+        return "EXPIRED"
+    return "ACTIVE"
+
+
+def _owned(tenant_id: uuid.UUID, user_id: uuid.UUID | None) -> Select:
+    query = select(ApiKey, User.external_id).join(User, User.id == ApiKey.user_id).where(ApiKey.tenant_id == tenant_id)
+    return query if user_id is None else query.where(ApiKey.user_id == user_id)
+
+
+async def find_user_id(db: AsyncSession, tenant_id: uuid.UUID, user_name: str) -> uuid.UUID | None:
+    return await db.scalar(select(User.id).where(User.tenant_id == tenant_id, User.external_id == user_name))
+
+
+async def list_keys(db: AsyncSession, tenant_id: uuid.UUID, user_id: uuid.UUID | None, page: int,
+                    size: int) -> tuple[list[tuple[ApiKey, str]], int]:
+    """One page of the tenant's keys (one user's, unless ``user_id`` is None), newest first, with
+    their owners' names; and the total."""
+    query = _owned(tenant_id, user_id)
+    rows = (await db.execute(query.order_by(ApiKey.created_at.desc(), ApiKey.id.desc())
+                             .offset(page * size).limit(size))).all()
+    total = await db.scalar(select(func.count()).select_from(query.subquery())) or 0
+    return [(key, owner) for key, owner in rows], total
+
+
+async def get_key(db: AsyncSession, key_id: uuid.UUID, tenant_id: uuid.UUID) -> tuple[ApiKey, str] | None:
+    row = (await db.execute(_owned(tenant_id, None).where(ApiKey.id == key_id))).first()
+    return (row[0], row[1]) if row else None
+
+
+async def revoke_key(db: AsyncSession, key: ApiKey) -> None:
+    """Revoked from now on; revoking again keeps the first revocation's time."""
+    await db.execute(update(ApiKey).where(ApiKey.id == key.id, ApiKey.revoked_at.is_(None))
+                     .values(revoked_at=utcnow()).execution_options(synchronize_session=False))
+    await db.commit()
+    await db.refresh(key)
+
+
+def list_keys_sync(db: Session, tenant_name: str | None) -> list[tuple[ApiKey, str, str]]:
+    """Every key (of one tenant), for the admin CLI: (key, tenant name, owner name)."""
+    query = (select(ApiKey, Tenant.name, User.external_id).join(Tenant, Tenant.id == ApiKey.tenant_id)
+             .join(User, User.id == ApiKey.user_id).order_by(Tenant.name, User.external_id, ApiKey.created_at))
+    if tenant_name is not None:
+        query = query.where(Tenant.name == tenant_name)
+    return [(key, tenant, owner) for key, tenant, owner in db.execute(query).all()]
+
+
+def revoke_key_sync(db: Session, key_id: uuid.UUID) -> ApiKey | None:
+    """The admin CLI's revoke: None when there is no such key; revoking again changes nothing."""
+    key = db.get(ApiKey, key_id)
+    if key is not None and key.revoked_at is None:
+        key.revoked_at = utcnow()
+        db.flush()
+    return key
 
 
 def count_api_keys(db: Session) -> int:

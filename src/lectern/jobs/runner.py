@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import socket
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from lectern.jobs.transcription import TranscriptionJob
 from lectern.services import Services, running_services
 from lectern.settings import Settings
 from lectern.store import job_lifecycle as lifecycle
+from lectern.store import retention
 from lectern.store import sessions as session_rows
 from lectern.webhooks import run_delivery_loop
 
@@ -131,6 +133,7 @@ class JobRunner:
 
     async def _sweep_loop(self) -> None:
         services = self._services
+        retention_due = 0.0  # monotonic time of the next retention pass: the first sweep makes one
         while True:
             try:
                 ended = await session_rows.fail_lapsed(services.db)
@@ -145,6 +148,14 @@ class JobRunner:
                         await lifecycle.purge_due(s, kind)
             except Exception:
                 log.exception("job sweep failed")
+            if time.monotonic() >= retention_due:  # its own try: a failure here never stops the sweeps above
+                retention_due = time.monotonic() + services.settings.retention_sweep_seconds
+                try:
+                    purged = await retention.purge_expired(services.db)
+                    if purged:
+                        log.info("retention periods ended: purged %s", purged)
+                except Exception:
+                    log.exception("retention sweep failed")
             await asyncio.sleep(services.settings.sweep_interval_seconds)
 
 

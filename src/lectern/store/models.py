@@ -22,6 +22,7 @@ from sqlalchemy import (
     UniqueConstraint,
     Uuid,
     text,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -57,12 +58,33 @@ class Base(DeclarativeBase):
 
 
 class Tenant(Base):
+    """A customer, and what it may do: its policies, caps, quotas and retention periods.
+
+    A null cap or quota is "the server's default" for caps (settings) and "no limit" for quotas;
+    a null retention period keeps content until someone deletes it.
+    """
+
     __tablename__ = "tenants"
+    __mapper_args__ = {"eager_defaults": True}
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     recording_allowed: Mapped[bool] = mapped_column(Boolean, default=True)
+    # A server default (fetched back on insert), so that inserts written for older schemas still work.
+    zero_retention_allowed: Mapped[bool] = mapped_column(Boolean, server_default=true())  # enable_logging=false
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Caps on what runs at once (null: LECTERN_TENANT_MAX_STREAMS / LECTERN_TENANT_MAX_RUNNING_JOBS).
+    max_concurrent_streams: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_running_jobs: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Monthly quotas (calendar month, UTC) and storage; null: unlimited.
+    quota_transcription_minutes: Mapped[int | None] = mapped_column(Integer, nullable=True)  # realtime + batch
+    quota_summaries: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    quota_summary_tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    quota_storage_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # Retention in days, enforced by the sweeper (store/retention.py); null: kept.
+    recording_retention_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    transcript_retention_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    summary_retention_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class User(Base):
@@ -75,6 +97,7 @@ class User(Base):
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"))
     external_id: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    max_concurrent_streams: Mapped[int | None] = mapped_column(Integer, nullable=True)  # null: the tenant's cap
 
 
 class ApiKey(Base):
@@ -84,6 +107,7 @@ class ApiKey(Base):
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"))
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
     name: Mapped[str] = mapped_column(String(200), default="")
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
     prefix: Mapped[str] = mapped_column(String(16))
     secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
     scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
