@@ -86,6 +86,25 @@ def _fresh_database(backend: str) -> tuple[str, Any]:
     return url, drop
 
 
+# No secret in any log (issue G): every key the fixtures create is recorded, and at the end of the
+# run every server's log is searched for them and for anything shaped like a secret (log_secrets.py).
+SECRETS: set[str] = set()
+SERVER_LOGS: set[Path] = set()
+
+
+def record_secret(secret: str) -> str:
+    """Have the end-of-run check look for ``secret`` in every server log; returns it."""
+    SECRETS.add(secret)
+    return secret
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    from tests.log_secrets import report_leaks
+
+    if report_leaks(session.config, SERVER_LOGS, SECRETS):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 class LecternServer:
     """One `lectern serve` process with its own data dir and database."""
 
@@ -107,6 +126,7 @@ class LecternServer:
             self.env["LECTERN_DATABASE_URL"] = database_url
         self.database_url = database_url or f"sqlite:///{(tmp / 'lectern.db').resolve()}"
         self.log = open(tmp / "server.log", "ab")  # a restarted server appends to the log
+        SERVER_LOGS.add(tmp / "server.log")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "lectern", "serve", "--port", str(self.port)],
             env=self.env,
@@ -146,7 +166,7 @@ class LecternServer:
         if scopes is not None:
             args += ["--scopes", ",".join(scopes)]
         out = subprocess.run(args, env=self.env, check=True, capture_output=True, text=True).stdout
-        return out.strip().splitlines()[-1]
+        return record_secret(out.strip().splitlines()[-1])
 
     def db(self) -> Session:
         return Session(self._db)

@@ -21,6 +21,7 @@ from lectern.api import (
     transcription_upload,
     transcriptions,
 )
+from lectern.api.body_limits import BodyLimits
 from lectern.api.rate_limits import RateLimitHeaders
 from lectern.api.uploads import remove_stale_spools
 from lectern.jobs.runner import JobRunner, job_sources
@@ -54,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     errors.install(app)
     app.add_middleware(RateLimitHeaders)
+    app.add_middleware(BodyLimits, settings=settings)
     app.include_router(health.router)
     app.include_router(tokens.router)
     app.include_router(streams.router)

@@ -51,8 +51,10 @@ def serve(args: argparse.Namespace) -> None:
     os.environ.setdefault("WEBSOCKETS_MAX_LINE_LENGTH", "32768")
     import uvicorn
 
+    from lectern import log_redaction
     from lectern.app import create_app
 
+    log_redaction.install()  # before uvicorn logs its first request line, with its query string
     settings = _settings(args)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     _prepare_database(settings)
@@ -65,6 +67,14 @@ def serve(args: argparse.Namespace) -> None:
         log_level=settings.log_level,
         # Leave room above the chunk limit so an oversize chunk gets chunk_size_exceeded, not a 1009 close.
         ws_max_size=2 * settings.max_chunk_bytes + (1 << 16),
+        # h11, not httptools: httptools buffers a request's headers without any bound (a client
+        # sending one endless header grows the server by its size), h11 refuses past this.
+        http="h11",
+        h11_max_incomplete_event_size=settings.max_request_head_bytes,
+        # Each open connection counts, WebSockets included; past the cap a request gets 503. With the
+        # body read timeout (api/body_limits.py) this bounds what trickling clients can hold.
+        limit_concurrency=settings.max_connections,
+        timeout_keep_alive=settings.keep_alive_timeout_seconds,
     )
 
 

@@ -154,6 +154,21 @@ class Settings(BaseSettings):
         default=300.0, gt=0, description="how often the sweeper purges content older than its tenant's "
         "retention periods (recordings, transcripts, summaries)")
 
+    # Request bodies and connections (api/body_limits.py, `lectern serve`): what one client can make
+    # the server hold. Uploads have their own limit, max_upload_bytes.
+    max_json_body_bytes: int = Field(default=1 << 20, gt=0, description="largest JSON request body; 413 past it, "
+                                     "enforced while it streams")
+    body_read_timeout_seconds: float = Field(default=30.0, gt=0, description="how long a request body may take, "
+                                             "plus a second per body_min_bytes_per_second received; 408 past it")
+    body_min_bytes_per_second: float = Field(default=1024.0, gt=0, description="the slowest rate a request body "
+                                             "may arrive at, once body_read_timeout_seconds is used up")
+    max_connections: int = Field(default=1000, ge=1, description="open connections (HTTP and WebSocket) the "
+                                 "server serves at once; requests past it get 503")
+    keep_alive_timeout_seconds: int = Field(default=5, ge=1, description="an idle HTTP keep-alive connection "
+                                            "is closed after this long")
+    max_request_head_bytes: int = Field(default=1 << 16, ge=16384, description="request line and headers of one "
+                                        "request; 400 past it (a WebSocket URL with full metadata is ~13 KiB)")
+
     @property
     def recordings_dir(self) -> Path:
         return self.data_dir / "recordings"
