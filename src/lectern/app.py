@@ -15,6 +15,7 @@ from lectern.api import (
     files,
     health,
     prompt_templates,
+    quotas,
     streams,
     summaries,
     tokens,
@@ -65,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(prompt_templates.router)
     app.include_router(elevenlabs_batch.router)
     app.include_router(summaries.router)
+    app.include_router(quotas.router)
     app.include_router(api_keys.router)
     app.add_api_websocket_route("/v1/speech-to-text/realtime", elevenlabs.realtime_endpoint)
     app.add_api_websocket_route("/stream", reverie.stream_endpoint)

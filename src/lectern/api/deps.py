@@ -30,9 +30,9 @@ async def database(request: Request) -> AsyncIterator[AsyncSession]:
         yield db
 
 
-def require(scope: str) -> Callable[..., Coroutine[Any, Any, Principal]]:
-    """A dependency giving the caller's principal, after checking that it holds ``scope`` and
-    spending its rate limits."""
+def require(scope: str | None) -> Callable[..., Coroutine[Any, Any, Principal]]:
+    """A dependency giving the caller's principal, after checking that it holds ``scope`` (None:
+    any caller) and spending its rate limits."""
 
     async def principal(
         request: Request,
@@ -48,7 +48,7 @@ def require(scope: str) -> Callable[..., Coroutine[Any, Any, Principal]]:
             except AuthError as exc:
                 await rate_limits.count_failed_authentication(request)
                 raise ApiError(401, str(exc)) from None
-            if not caller.has(scope):
+            if scope is not None and not caller.has(scope):
                 raise ApiError(403, f"insufficient scope: this operation needs {scope}")
             await rate_limits.admit(request, caller)
         except RateLimited as exc:
@@ -56,3 +56,6 @@ def require(scope: str) -> Callable[..., Coroutine[Any, Any, Principal]]:
         return caller
 
     return principal
+
+
+authenticated = require(None)
