@@ -151,7 +151,7 @@ async def _speech_to_text(request: Request, services: Services) -> Response:
 
 def _values(caller: Principal, scribe: ScribeRequest, models: ModelRegistry) -> dict[str, Any]:
     options = TranscriptionOptions(model=scribe.model_id, punctuation=True, capitalization=True,
-                                   language=LanguageOptions(defaultLanguageCode=scribe.language_code or "en"))
+                                   language=LanguageOptions(defaultLanguageCode=scribe.language_code))
     try:
         values = job_values(caller, options, DiarizationOptions(), None, "elevenlabs", models)
     except ApiError as exc:  # in ElevenLabs' shape

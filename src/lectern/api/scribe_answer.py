@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, Field
 
 from lectern.scribe_words import word_entries
+from lectern.speech.models import iso639_3
 from lectern.speech.subtitles import TimedText, TimedWord, to_srt, to_txt
 from lectern.speech.text import as_sentence, remove_disfluencies
 from lectern.store.batch_models import FileRow, TranscriptionRow, TranscriptionSegmentRow
@@ -23,7 +24,6 @@ from lectern.store.batch_models import FileRow, TranscriptionRow, TranscriptionS
 if TYPE_CHECKING:
     from lectern.api.scribe_form import ScribeRequest
 
-LANGUAGE_CODE = "eng"  # ISO 639-3, as ElevenLabs answers ("The detected language code (e.g. 'eng' for English)")
 EXPORTS = {  # additional_formats this server renders: format -> (extension, media type, renderer)
     "srt": ("srt", "application/x-subrip", to_srt),
     "txt": ("txt", "text/plain", to_txt),
@@ -58,8 +58,10 @@ class ScribeAdditionalFormat(BaseModel):
 
 
 class ScribeTranscript(BaseModel):
-    language_code: str = Field(description="ISO 639-3: always `eng`, the one language served")
-    language_probability: float
+    language_code: str = Field(description="ISO 639-3 where known (`eng`, `fra`...), else ISO 639-1: the language "
+                               "asked for, or the one detected by a multilingual model")
+    language_probability: float = Field(description="1 for a language asked for (or an English-only model); for a "
+                                        "detected one, the share of the words decoded in it")
     text: str
     words: list[ScribeWord]
     channel_index: int | None = None
@@ -134,8 +136,8 @@ def answer(row: TranscriptionRow, segments: list[TranscriptionSegmentRow], file:
             exports.append({"requested_format": name, "file_extension": extension, "content_type": media_type,
                             "is_base64_encoded": False, "content": render(timed)})
     return {
-        "language_code": LANGUAGE_CODE,
-        "language_probability": 1.0,  # English is the one language served, not a guess
+        "language_code": iso639_3(row.language_code),
+        "language_probability": float(row.options.get("language_probability", 1.0)),
         "text": " ".join(texts),
         "words": _words_payload(words, scribe.granularity),
         "channel_index": None,

@@ -24,7 +24,9 @@ class TranscriptionStatus(str, enum.Enum):
 class LanguageOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    defaultLanguageCode: str = Field(default="en", max_length=35)
+    defaultLanguageCode: str | None = Field(
+        default=None, max_length=35,
+        description="The audio's language; none: detected by a multilingual model, English on the others.")
 
 
 class TranscriptionOptions(BaseModel):

@@ -43,7 +43,7 @@ from lectern.auth.scopes import (
     TRANSCRIPTIONS_READ,
     TRANSCRIPTIONS_WRITE,
 )
-from lectern.speech.models import ModelRegistry, normalize_language
+from lectern.speech.models import ModelRegistry, job_language
 from lectern.speech.subtitles import TimedText, TimedWord, to_srt, to_txt, to_vtt
 from lectern.speech.text import as_sentence
 from lectern.store import job_lifecycle as lifecycle
@@ -76,7 +76,7 @@ def job_values(caller: Principal, options: TranscriptionOptions, diarization: Di
         "source": source,
         "requested_model": model.requested_alias,
         "resolved_model_name": model.name,
-        "language_code": normalize_language(language) or "en",
+        "language_code": job_language(models, model.name, language),
         "options": {"punctuation": options.punctuation, "capitalization": options.capitalization},
         "webhook": webhook,
     }

@@ -4,6 +4,9 @@ resumes after the last stored segment instead of starting again."""
 
 from __future__ import annotations
 
+from collections import Counter
+from typing import Any
+
 from sqlalchemy import insert, select
 
 from lectern.jobs.claimed import ClaimedJob, JobFailed
@@ -13,6 +16,7 @@ from lectern.speech.batch import FileTranscription
 from lectern.speech.decode import UnsupportedAudio
 from lectern.speech.engines.base import RecognizerOptions
 from lectern.speech.engines.pool import EngineFailure, PoolExhausted
+from lectern.speech.models import AUTO
 from lectern.speech.segmenter import RawSegment
 from lectern.speech.text import as_sentence
 from lectern.store import transcriptions
@@ -37,6 +41,8 @@ class TranscriptionJob(ClaimedJob):
         self._words = row.words_count
         self._capitalization = bool(row.options.get("capitalization", True))
         self._punctuation = bool(row.options.get("punctuation", True))
+        self._language_asked = None if row.language_code == AUTO else row.language_code  # None: detect it
+        self._detected: Counter[str] = Counter()  # words per detected language (a job with language auto)
         self.transcription: FileTranscription | None = None
 
     async def work(self) -> None:
@@ -60,7 +66,7 @@ class TranscriptionJob(ClaimedJob):
             self.transcription = FileTranscription(
                 self.services.pool, path, self.row.processed_seconds, model=self.row.resolved_model_name,
                 recognizer=RecognizerOptions(keyterms=tuple(self.row.options.get("keyterms", ())),
-                                             language=self.row.language_code),
+                                             language=self._language_asked),
             )
             async for segment in self.transcription.segments():
                 await self._store(segment)
@@ -69,10 +75,22 @@ class TranscriptionJob(ClaimedJob):
                                     .where(TranscriptionSegmentRow.transcription_id == self.id)
                                     .order_by(TranscriptionSegmentRow.segment_index))
             await self.settle(s, COMPLETED, text=" ".join(texts),
-                              processed_seconds=max(self.transcription.position, self.row.processed_seconds))
+                              processed_seconds=max(self.transcription.position, self.row.processed_seconds),
+                              **self._language())
             await s.commit()
 
+    def _language(self) -> dict[str, Any]:
+        """A detected job's language: the one most of its words were decoded in, and that share
+        (ElevenLabs' language_probability). A job taken over counts only the segments it made."""
+        if self.row.language_code != AUTO or not self._detected:
+            return {}
+        language, words = self._detected.most_common(1)[0]
+        share = round(words / sum(self._detected.values()), 4)
+        return {"language_code": language, "options": {**self.row.options, "language_probability": share}}
+
     async def _store(self, segment: RawSegment) -> None:
+        if segment.language and segment.words:
+            self._detected[segment.language] += len(segment.words)
         raw = " ".join(w.text for w in segment.words)
         async with self.services.db() as s:
             await self.renew(s, processed_seconds=segment.closed_at, segment_count=self._segments + 1,

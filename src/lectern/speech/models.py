@@ -26,6 +26,7 @@ DEFAULT_ALIASES = frozenset({
     "reverie-en-generic",
 })
 _OWN_ALIASES = {"pocketsphinx": POCKETSPHINX, "whisper": EMBEDDED_WHISPER, "tiny.en": EMBEDDED_WHISPER}
+AUTO = "auto"  # a stored language code: detect it (multilingual models)
 # English in ISO 639-1/639-3, with any region (en-US, en_GB, en-AU...).
 _ENGLISH = re.compile(r"^(en|eng)([-_][a-z0-9]{2,8})?$")
 
@@ -83,8 +84,22 @@ class ModelRegistry:
         return base is not None and (languages is None or base in languages)
 
     def language_error(self, model: str, code: str, parameter: str = "language_code") -> str:
-        served = "English (en) only" if self.english_only(model) else "the languages Whisper knows"
+        languages = self.languages.get(model, ("en",))
+        served = ("English (en) only" if self.english_only(model) else "the languages Whisper knows" if languages is None
+                  else f"{len(languages)} languages, which GET /healthz lists")
         return f"{parameter} {code!r} is not served by model {model}: it recognizes {served}"
+
+
+def job_language(registry: ModelRegistry, model: str, code: str | None) -> str:
+    """What a job or stream stores as its language: the one asked for, or AUTO on a model that
+    detects it (English-only models: en)."""
+    return normalize_language(code) or ("en" if registry.english_only(model) else AUTO)
+
+
+def iso639_3(code: str) -> str:
+    """ElevenLabs' answer codes (eng, fra...) for the ISO 639-1 codes Whisper reports; a code
+    without a known 639-3 spelling is returned unchanged."""
+    return _ISO639_1_TO_3.get(code, code)
 
 
 def normalize_language(code: str | None) -> str | None:
@@ -108,6 +123,7 @@ def _base_language(code: str) -> str | None:
 _ISO639_3 = {"deu": "de", "fra": "fr", "spa": "es", "ita": "it", "por": "pt", "nld": "nl", "pol": "pl",
              "rus": "ru", "jpn": "ja", "zho": "zh", "cmn": "zh", "kor": "ko", "ara": "ar", "hin": "hi",
              "tur": "tr", "ukr": "uk", "swe": "sv", "dan": "da", "fin": "fi", "nor": "no", "ces": "cs"}
+_ISO639_1_TO_3 = {"en": "eng", **{one: three for three, one in reversed(_ISO639_3.items())}}
 
 
 def embedded_whisper_dir() -> Path | None:

@@ -32,7 +32,7 @@ from lectern.realtime.segment import Segment
 from lectern.realtime.session import AudioIn, ClientClosed, ClientEvent, StreamSession
 from lectern.services import Services
 from lectern.speech.audio import AudioFormat
-from lectern.speech.models import ModelRegistry
+from lectern.speech.models import ModelRegistry, normalize_language
 from lectern.speech.opus import OggOpusDecoder, OpusError, OpusPacketDecoder
 from lectern.speech.text import display_text
 
@@ -127,8 +127,12 @@ def parse_request(params: QueryParams, models: ModelRegistry) -> ReverieRequest:
         domain = _required(params, "domain").lower()
         if app_name != "stt_stream":
             raise ReverieError(403, "Forbidden", f"appname must be stt_stream for this API, not {app_name!r}")
-        if src_lang != "en" or domain != "generic":
-            raise ReverieError(400, "no decoder for given args", f"src_lang={src_lang} domain={domain}: {SERVED}")
+        model = models.resolve(MODEL_ALIAS)
+        if domain != "generic" or not models.serves_language(model.name, src_lang):
+            served = SERVED if models.english_only(model.name) else (
+                models.language_error(model.name, src_lang, "src_lang") if domain == "generic"
+                else f"model {model.name} serves domain=generic only")
+            raise ReverieError(400, "no decoder for given args", f"src_lang={src_lang} domain={domain}: {served}")
         format_name = params.one("format") or "16k_int16"
         if format_name not in FORMATS:
             raise ReverieError(200, "unsupported audio format", f"format must be one of {', '.join(FORMATS)}")
@@ -147,8 +151,9 @@ def parse_request(params: QueryParams, models: ModelRegistry) -> ReverieRequest:
             "logging": logging, "punctuate": punctuate, "continuous": continuous}
     config = StreamConfig(
         protocol="reverie",
-        model=models.resolve(MODEL_ALIAS),
+        model=model,
         audio_format=audio_format,
+        language_code=normalize_language(src_lang),
         commit_strategy="vad",
         vad=VadSettings(silence_seconds=silence),
         keep_transcript=keep_transcript,
