@@ -18,7 +18,7 @@ from lectern.auth import keys
 from lectern.store.db import create_db_engine, create_sync_engine, session_factory
 from lectern.store.migrate import alembic_config
 from lectern.store.models import ApiKey, Tenant, User, utcnow
-from lectern.store.tenants import TENANT_SETTINGS
+from lectern.store.tenants import TENANT_SETTINGS, running_jobs_cap, stream_cap
 from tests.conftest import _fresh_database
 
 NEW_TENANT_COLUMNS = {s.column for s in TENANT_SETTINGS} - {"recording_allowed"}
@@ -101,3 +101,15 @@ def test_0006_upgrades_a_0005_database_with_its_tenants_users_and_keys(engine: E
     assert NEW_TENANT_COLUMNS.isdisjoint({c["name"] for c in inspect(engine).get_columns("tenants")})
     migrate(engine, "head")
     assert authenticate(engine, plaintext) == "olga"
+
+
+def test_caps_resolve_user_then_tenant_then_server_then_a_share_of_the_node():
+    assert stream_cap(2, 5, 8, 6) == 2  # the user's override
+    assert stream_cap(None, 5, 8, 6) == 5  # the tenant's
+    assert stream_cap(None, None, 8, 6) == 8  # LECTERN_TENANT_MAX_STREAMS
+    assert stream_cap(None, None, None, 6) == 4  # three quarters of the node: room for other tenants
+    assert stream_cap(None, None, None, 1) == 1  # never none at all
+    assert stream_cap(0, 5, None, 6) == 0  # an explicit 0 is a cap (no streams), not "unset"
+    assert running_jobs_cap(3, 1, 2) == 3
+    assert running_jobs_cap(None, 1, 2) == 1
+    assert running_jobs_cap(None, None, 8) == 6
