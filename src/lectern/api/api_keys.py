@@ -146,7 +146,8 @@ async def create_key(body: CreateApiKeyRequest, response: Response,
     return CreatedApiKeyResponse(**key_response(key, owner).model_dump(), key=plaintext)
 
 
-@router.get("", summary="List API Keys", response_model=ApiKeyListResponse, responses=problem_responses(400, 401, 403, 404))
+@router.get("", summary="List API Keys", response_model=ApiKeyListResponse,
+            responses=problem_responses(400, 401, 403, 404))
 async def list_keys(
     caller: Annotated[Principal, Depends(require(APIKEYS_READ))],
     db: Db,
@@ -167,7 +168,8 @@ async def list_keys(
                               total=total)
 
 
-@router.get("/{keyId}", summary="Get API Key", response_model=ApiKeyResponse, responses=problem_responses(401, 403, 404))
+@router.get("/{keyId}", summary="Get API Key", response_model=ApiKeyResponse,
+            responses=problem_responses(401, 403, 404))
 async def get_key(keyId: str, caller: Annotated[Principal, Depends(require(APIKEYS_READ))], db: Db) -> ApiKeyResponse:
     return key_response(*await _visible_key(db, keyId, caller))
 
