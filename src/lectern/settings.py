@@ -169,6 +169,16 @@ class Settings(BaseSettings):
     max_request_head_bytes: int = Field(default=1 << 16, ge=16384, description="request line and headers of one "
                                         "request; 400 past it (a WebSocket URL with full metadata is ~13 KiB)")
 
+    # Database outages and crashes (realtime/session_record.py, jobs/transcription.py): what a live
+    # stream keeps while the database is away, and how often a batch job outlives its engine worker.
+    stream_unsaved_segments_max: int = Field(
+        default=1000, ge=1, description="committed segments a live stream keeps in memory while the database is "
+        "unreachable (stored in order when it returns); past it the stream ends with its protocol's "
+        "unavailable error")
+    job_engine_restarts: int = Field(
+        default=3, ge=0, description="times one transcription job resumes on a replacement engine worker, "
+        "from its last stored segment, after its worker process died; then it fails")
+
     @property
     def recordings_dir(self) -> Path:
         return self.data_dir / "recordings"

@@ -11,7 +11,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from sqlalchemy.exc import DBAPIError
 from starlette.routing import Match
+
+from lectern.store.db import database_status, is_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +22,10 @@ PROBLEM_JSON = "application/problem+json"
 _TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
            409: "Conflict", 410: "Gone", 413: "Content Too Large", 415: "Unsupported Media Type",
            416: "Range Not Satisfiable", 429: "Too Many Requests", 422: "Unprocessable Content",
-           500: "Internal Server Error"}
+           500: "Internal Server Error", 503: "Service Unavailable"}
+# How long a client is asked to wait while the database is away: long enough not to hammer a
+# recovering server, short enough that a blip costs little.
+DATABASE_RETRY_AFTER_SECONDS = 5
 
 
 class Problem(BaseModel):
@@ -120,6 +126,15 @@ def install(app: FastAPI) -> None:
         if exc.status_code == 405:
             headers = {**(headers or {}), "Allow": _allowed_methods(request)}
         return problem(exc.status_code, str(exc.detail), headers=headers)
+
+    @app.exception_handler(DBAPIError)
+    async def _database(request: Request, exc: DBAPIError) -> JSONResponse:
+        if not is_unavailable(exc):
+            return await _unexpected(request, exc)
+        # The outage is logged once (DatabaseStatus), not with a traceback per request.
+        database_status(request.app.state.services.db).failed(exc)
+        return problem(503, "The database is unavailable; try again shortly.",
+                       headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)})
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

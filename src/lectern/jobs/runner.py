@@ -136,7 +136,7 @@ class JobRunner:
         retention_due = 0.0  # monotonic time of the next retention pass: the first sweep makes one
         while True:
             try:
-                ended = await session_rows.fail_lapsed(services.db)
+                ended = await session_rows.fail_lapsed(services.db, lease_seconds=services.settings.lease_seconds)
                 if ended:
                     log.warning("ended %d stream(s) whose server stopped renewing their lease", ended)
                 for job in (TranscriptionJob, SummaryJob):  # whatever this runner claims itself

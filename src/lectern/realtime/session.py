@@ -16,10 +16,11 @@ from dataclasses import dataclass
 
 from lectern.auth.principal import Principal
 from lectern.realtime.config import ClientInfo, StreamConfig
-from lectern.realtime.errors import ErrorKind, StreamError
+from lectern.realtime.errors import KEY_NO_LONGER_VALID, ErrorKind, StreamError, database_required
 from lectern.realtime.outbox import Outbox, StreamEvents
 from lectern.realtime.recording import RecordingWriter
 from lectern.realtime.segment import Segment
+from lectern.realtime.session_record import SessionRecord
 from lectern.services import Services
 from lectern.speech.engines.base import RecognizerOptions
 from lectern.speech.engines.pool import EngineFailure, PoolExhausted, StreamHandle
@@ -101,6 +102,11 @@ class StreamSession:
         self._recording: RecordingWriter | None = None
         self._outbox: Outbox | None = None
         self._stopped = False
+        self._record = SessionRecord(
+            services.db, self.id, lease_seconds=self._settings.lease_seconds,
+            retry_seconds=self._settings.lease_renew_seconds,
+            max_unsaved=self._settings.stream_unsaved_segments_max, api_key_id=principal.api_key_id,
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -128,7 +134,8 @@ class StreamSession:
             raise StreamError(ErrorKind.RESOURCE_EXHAUSTED, f"Server at capacity: {exc}.") from None
         session = cls(services, config, principal, handle)
         try:
-            await session._create_row(client)
+            with database_required():
+                await session._create_row(client)
         except BaseException:
             handle.release()
             raise
@@ -165,14 +172,15 @@ class StreamSession:
         """Serve the stream until the client ends it or an error does; the row records how it
         ended, the caller gets the error, if any."""
         self._outbox = Outbox(events)
-        lease = asyncio.create_task(self._renew_lease())
         error: StreamError | None = None
         state, reason = rows.FINISHED, None
         time_limit = self.config.time_limit_seconds or self._settings.session_time_limit_seconds
         try:
             async with asyncio.timeout(time_limit):
                 async with asyncio.TaskGroup() as tasks:
-                    tasks.create_task(self._process())
+                    processing = tasks.create_task(self._process())
+                    lease = tasks.create_task(self._keep_lease())
+                    processing.add_done_callback(lambda _: lease.cancel())
                     ending = await self._receive(client_events)
             # The processor has drained everything accepted before the client's close or error.
             if isinstance(ending, StreamError):
@@ -192,8 +200,6 @@ class StreamSession:
         except* Exception as group:
             log.exception("stream %s failed", self.id, exc_info=group.exceptions[0])
             error = StreamError(ErrorKind.INTERNAL, "Internal server error.")
-        finally:
-            lease.cancel()
         if error is not None:
             if error.kind is ErrorKind.IDLE_TIMEOUT:
                 state = rows.CANCELLED
@@ -201,7 +207,9 @@ class StreamSession:
                 state = rows.FINISHED  # the client's own limit (Reverie's timeout): a normal ending
             else:
                 state, reason = rows.FAILED, f"{error.kind.value}: {error.message}"
-            if error.kind not in (ErrorKind.ENGINE, ErrorKind.INTERNAL):
+            # Salvage what was heard, unless the engine failed, the key is no longer good, or
+            # the database cannot take more.
+            if error.kind not in (ErrorKind.ENGINE, ErrorKind.INTERNAL, ErrorKind.AUTH, ErrorKind.UNAVAILABLE):
                 await self._salvage()
         await self._outbox.close(error)
         await self._end(state, reason)
@@ -217,9 +225,7 @@ class StreamSession:
         self._handle.release()
         if self._recording:
             self._recording.close()
-        await rows.update_session(
-            self._services.db,
-            self.id,
+        await self._record.end(
             state=state,
             end_time=utcnow(),
             failure_reason=reason,
@@ -414,13 +420,10 @@ class StreamSession:
         if text:
             self._segment_count += 1
             self._words_count += len(words)
-        await rows.commit_segment(
-            self._services.db,
-            self.id,
+        await self._record.commit(
             segment.as_row() if text and self.config.keep_transcript else None,
-            segment_count=self._segment_count,
-            words_count=self._words_count,
-            duration_ms=self._duration_ms(),
+            {"segment_count": self._segment_count, "words_count": self._words_count,
+             "duration_ms": self._duration_ms()},
         )
         self._segment_start = position
         self._commit_mark = max(self._commit_mark, position)
@@ -438,10 +441,15 @@ class StreamSession:
     def _duration_ms(self) -> int:
         return self._processed_bytes * 1000 // self._bytes_per_second
 
-    async def _renew_lease(self) -> None:
+    async def _keep_lease(self) -> None:
+        """Renew the lease (writing segments that wait for the database) until processing ends;
+        the stream ends when its API key has been revoked or has expired, on whichever node."""
         while True:
             await asyncio.sleep(self._settings.lease_renew_seconds)
             try:
-                await rows.renew_lease(self._services.db, self.id, self._settings.lease_seconds, self._duration_ms())
+                key_usable = await self._record.renew(self._duration_ms())
             except Exception:
                 log.exception("lease renewal failed for stream %s", self.id)
+                continue
+            if key_usable is False:
+                raise StreamError(ErrorKind.AUTH, KEY_NO_LONGER_VALID)

@@ -21,7 +21,7 @@ from lectern.auth.principal import AuthError, Principal
 from lectern.auth.scopes import SESSIONS_WRITE
 from lectern.param_values import is_language_code
 from lectern.realtime.config import StreamConfig, VadSettings
-from lectern.realtime.errors import ErrorKind, StreamError
+from lectern.realtime.errors import ErrorKind, StreamError, database_required
 from lectern.realtime.protocols.params import ParamError, QueryParams
 from lectern.realtime.protocols.sockets import client_info, close_quietly, disconnected
 from lectern.realtime.segment import Segment
@@ -49,6 +49,7 @@ MESSAGE_TYPES = {
     ErrorKind.RESOURCE_EXHAUSTED: "resource_exhausted",
     ErrorKind.TIME_LIMIT: "session_time_limit_exceeded",
     ErrorKind.ENGINE: "transcriber_error",
+    ErrorKind.UNAVAILABLE: "error",  # no specific type: the generic server error
     ErrorKind.INTERNAL: "error",
 }
 # Accepted and echoed, but this server has no such feature: the client is told with a warning.
@@ -163,7 +164,7 @@ def parse_request(
 async def authenticate(services: Services, websocket: WebSocket) -> Principal:
     token = websocket.query_params.get("token")
     try:
-        async with services.db() as db:
+        async with database_required(), services.db() as db:
             if token:
                 principal = await keys.redeem_single_use_token(db, token, "realtime_scribe")
             else:

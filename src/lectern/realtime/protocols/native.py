@@ -21,7 +21,7 @@ from lectern.auth.principal import AuthError, Principal
 from lectern.auth.principals import authenticate
 from lectern.auth.scopes import SESSIONS_WRITE
 from lectern.realtime.config import StreamConfig, VadSettings
-from lectern.realtime.errors import ErrorKind, StreamError
+from lectern.realtime.errors import ErrorKind, StreamError, database_required
 from lectern.realtime.protocols.sockets import client_info, close_quietly
 from lectern.realtime.resume import SEND_TIMEOUT_SECONDS, ResumableClient, ResumableStreams
 from lectern.realtime.segment import Segment
@@ -46,6 +46,7 @@ CODES = {
     ErrorKind.TIME_LIMIT: "DEADLINE_EXCEEDED",
     ErrorKind.IDLE_TIMEOUT: "DEADLINE_EXCEEDED",
     ErrorKind.ENGINE: "UNAVAILABLE",
+    ErrorKind.UNAVAILABLE: "UNAVAILABLE",
     ErrorKind.INTERNAL: "INTERNAL",
 }
 CLOSE_CODES = {"INTERNAL": 1011, "UNAVAILABLE": 1011, "RESOURCE_EXHAUSTED": 1013}
@@ -134,11 +135,13 @@ def parse_start(message: dict[str, Any], max_metadata_bytes: int, models: ModelR
 
 async def _principal(services: Services, request: StartRequest) -> Principal:
     try:
-        async with services.db() as db:
+        async with database_required(), services.db() as db:
             authorization = f"Bearer {request.token}" if request.token else None
             principal = await authenticate(db, services.jwt, request.api_key, authorization)
     except AuthError as exc:
         raise ProtocolError("UNAUTHENTICATED", str(exc)) from None
+    except StreamError as exc:  # the database is unreachable
+        raise ProtocolError(CODES[exc.kind], exc.message) from None
     if not principal.has(SESSIONS_WRITE):
         raise ProtocolError("PERMISSION_DENIED", f"the credentials lack the {SESSIONS_WRITE} scope")
     if request.config.recording and not principal.recording_allowed:

@@ -25,7 +25,7 @@ from lectern.auth import keys
 from lectern.auth.principal import AuthError, Principal
 from lectern.auth.scopes import SESSIONS_WRITE
 from lectern.realtime.config import StreamConfig, VadSettings
-from lectern.realtime.errors import ErrorKind, StreamError
+from lectern.realtime.errors import ErrorKind, StreamError, database_required
 from lectern.realtime.protocols.params import ParamError, QueryParams
 from lectern.realtime.protocols.sockets import client_info, close_quietly, disconnected
 from lectern.realtime.segment import Segment
@@ -66,6 +66,8 @@ ERROR_CAUSES = {
     ErrorKind.RESOURCE_EXHAUSTED: (503, "server busy"),
     ErrorKind.ENGINE: (500, "transcriber error"),
     ErrorKind.INTERNAL: (500, "internal error"),
+    ErrorKind.UNAVAILABLE: (503, "service unavailable"),
+    ErrorKind.AUTH: (403, "Forbidden"),  # the stream's key revoked or expired while it ran
 }
 
 
@@ -167,7 +169,7 @@ def parse_request(params: QueryParams, models: ModelRegistry) -> ReverieRequest:
 
 async def authenticate(services: Services, request: ReverieRequest) -> Principal:
     try:
-        async with services.db() as db:
+        async with database_required(), services.db() as db:
             principal = await keys.authenticate_api_key(db, request.api_key)
     except AuthError:
         raise ReverieError(403, "Forbidden", "invalid credentials: apikey is not a valid API key") from None
