@@ -158,6 +158,14 @@ async def test_native_streams_in_the_language_asked_for(multi: LecternServer) ->
     assert (row["resolved_model_name"], row["language_code"]) == (MULTI, "fr")
 
 
+async def test_native_without_a_language_lets_the_model_detect_it(multi: LecternServer) -> None:
+    """Not English by default, as on the English-only models: the session echoes no language and
+    is stored as auto (native finals carry no language)."""
+    run = await native_wire.run_session(multi, FOX.pcm + bytes(32000), key_for(multi), model=MULTI)
+    assert run.info["config"]["language"] is None and run.finals, run.info
+    assert multi.session_row(run.session_id)["language_code"] == "auto"
+
+
 @pytest.mark.parametrize("code", UNSERVED)
 async def test_native_refuses_a_language_the_model_lacks(multi: LecternServer, code: str) -> None:
     async with native_wire.open_native(multi) as ws:

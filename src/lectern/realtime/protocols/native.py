@@ -89,9 +89,11 @@ def parse_start(message: dict[str, Any], max_metadata_bytes: int, models: ModelR
         raise ProtocolError("UNAUTHENTICATED", "authentication.token and authentication.apiKey must be strings")
     model = _field(message, "model", str, DEFAULT_MODEL)
     resolved = models.resolve(model)
-    language = _field(message, "language", str, "en")
+    language = _field(message, "language", str, None)
     if not models.serves_language(resolved.name, language):
-        raise ProtocolError("INVALID_ARGUMENT", models.language_error(resolved.name, language, "language"))
+        raise ProtocolError("INVALID_ARGUMENT", models.language_error(resolved.name, language or "", "language"))
+    # No language: a multilingual model detects it, the others hear English.
+    language_code = normalize_language(language) or ("en" if models.english_only(resolved.name) else None)
     sample_rate = _field(message, "sampleRate", int, AUDIO_FORMAT.sample_rate)
     if sample_rate != AUDIO_FORMAT.sample_rate:
         raise ProtocolError("INVALID_ARGUMENT", "sampleRate must be 16000: audio is 16 kHz s16le mono PCM")
@@ -111,7 +113,7 @@ def parse_start(message: dict[str, Any], max_metadata_bytes: int, models: ModelR
         "model": model,
         "resolvedModel": resolved.name,
         "usedFallback": resolved.used_fallback,
-        "language": normalize_language(language),
+        "language": language_code,
         "sampleRate": AUDIO_FORMAT.sample_rate,
         "encoding": AUDIO_FORMAT.encoding,
         "enableEndpointDetection": endpointing,
@@ -123,7 +125,7 @@ def parse_start(message: dict[str, Any], max_metadata_bytes: int, models: ModelR
         protocol="native",
         model=resolved,
         audio_format=AUDIO_FORMAT,
-        language_code=normalize_language(language),
+        language_code=language_code,
         commit_strategy="vad" if endpointing else "manual",
         vad=VadSettings(silence_seconds=silence_ms / 1000),
         recording=recording,
