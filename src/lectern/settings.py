@@ -179,6 +179,11 @@ class Settings(BaseSettings):
         default=3, ge=0, description="times one transcription job resumes on a replacement engine worker, "
         "from its last stored segment, after its worker process died; then it fails")
 
+    # Hostile input (speech/decode.py): how much audio a small upload can make the server decode.
+    max_file_seconds: float = Field(
+        default=36000.0, gt=0, description="longest audio an uploaded file may hold, measured by decoding it "
+        "(not from its header); decoding stops there and the upload is refused with 413")
+
     @property
     def recordings_dir(self) -> Path:
         return self.data_dir / "recordings"

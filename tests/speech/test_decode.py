@@ -16,7 +16,7 @@ import psutil
 import pytest
 import soxr
 
-from lectern.speech.decode import UnsupportedAudio, decode_pcm, probe
+from lectern.speech.decode import AudioTooLong, UnsupportedAudio, decode_pcm, probe
 from tests.conftest import load_wav
 
 RATE = 16000
@@ -383,3 +383,43 @@ def test_sixty_minutes_decode_in_bounded_memory(sixty_minutes: Path) -> None:
             peak = max(peak, process.memory_info().rss)
     assert total == pcm_bytes
     assert peak - baseline < 30_000_000, f"RSS grew {(peak - baseline) / 1e6:.1f} MB"
+
+
+# --- what a file claims is not what it holds ------------------------------------------------------
+
+
+def flac_claiming(pcm: bytes, seconds: int) -> bytes:
+    """A real FLAC of ``pcm`` (16 kHz mono s16le) whose STREAMINFO says it holds ``seconds`` of audio."""
+    out = io.BytesIO()
+    samples = np.frombuffer(pcm, dtype="<i2")
+    with av.open(out, "w", format="flac") as container:
+        stream = container.add_stream("flac", rate=RATE)
+        stream.codec_context.layout = "mono"
+        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate, frame.pts = RATE, 0
+        for packet in stream.encode(frame) + stream.encode(None):
+            container.mux(packet)
+    data = bytearray(out.getvalue())
+    # "fLaC", a 4-byte block header, then STREAMINFO: 10 bytes of block and frame sizes, then 64
+    # bits of sample rate (20), channels - 1 (3), bits per sample - 1 (5) and total samples (36).
+    assert data[:4] == b"fLaC" and data[4] & 0x7F == 0
+    packed = int.from_bytes(data[18:26], "big")
+    data[18:26] = ((packed & ~((1 << 36) - 1)) | seconds * RATE).to_bytes(8, "big")
+    return bytes(data)
+
+
+def test_a_flac_whose_header_claims_ten_hours_is_measured_at_its_real_length(tmp_path: Path) -> None:
+    path = tmp_path / "lying.flac"
+    path.write_bytes(flac_claiming(SPEECH.tobytes(), 10 * 3600))
+    with av.open(str(path)) as container:  # what the header claims, as FFmpeg reads it
+        assert container.streams.audio[0].duration == 10 * 3600 * RATE
+    assert probe(path).duration_seconds == round(SECONDS, 3)
+    assert probe(path, max_seconds=SECONDS + 0.01).duration_seconds == round(SECONDS, 3)  # the claim is not the bound
+
+
+def test_decoding_stops_at_the_limit(sixty_minutes: Path, encoded: dict[str, Path]) -> None:
+    with pytest.raises(AudioTooLong, match="longer than the limit of 600 s"):
+        probe(sixty_minutes, max_seconds=600)
+    with pytest.raises(AudioTooLong):
+        probe(encoded["mp3"], max_seconds=6)  # 6.13 s
+    assert isinstance(AudioTooLong(1), UnsupportedAudio)  # callers that know only UnsupportedAudio refuse it too

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import soxr
 
-from lectern.speech.opus import MAX_PAGE, OggOpusDecoder, OpusError, OpusPacketDecoder, ogg_crc
+from lectern.speech.opus import MAX_PAGE, OggOpusDecoder, OpusError, OpusPacketDecoder, ogg_crc, packet_samples
 from tests.conftest import load_speech, load_wav
+from tests.speech.opus_bombs import BOMB_PAGE_PACKETS, ONE_BYTE_120_MS, ogg_bomb
 
 BIT_RATE = 24000  # a typical speech bitrate for a client SDK
 
@@ -267,3 +268,68 @@ def test_mangled_streams_raise_only_opus_error():
             feed(OggOpusDecoder(16000), bytes(mangled), int(rng.choice([1, 1024, 4096])))
         except OpusError:
             pass
+
+
+# --- decompression bombs: the audio a packet holds is known before it is decoded ----------------------
+
+@pytest.mark.parametrize(
+    ("packet", "samples"),
+    [
+        (ONE_BYTE_120_MS, 5760),  # SILK 60 ms, two frames
+        (bytes([3 << 3]), 2880),  # SILK 60 ms, one frame
+        (bytes([31 << 3]) + bytes(10), 960),  # CELT 20 ms, one frame
+        (bytes([16 << 3 | 3, 3]) + bytes(6), 360),  # CELT 2.5 ms, code 3: three frames
+        (bytes([13 << 3 | 2, 1, 0]), 1920),  # hybrid 20 ms, code 2: two frames of 1 and 0 bytes
+        (bytes([0 << 3 | 3, 12]), 5760),  # SILK 10 ms, code 3: twelve frames, the 120 ms maximum
+    ],
+)
+def test_a_packets_duration_comes_from_its_toc(packet, samples):
+    assert packet_samples(packet) == samples
+
+
+def test_packet_durations_are_what_the_decoder_makes_of_them():
+    packets, _ = encode_packets(np.frombuffer(load_speech("fox").pcm, dtype="<i2"))
+    assert {packet_samples(p) for p in packets} == {960}  # libopus's 20 ms frames
+    decoder = OpusPacketDecoder(48000)
+    decoder.decode(ONE_BYTE_120_MS)  # the resampler's first output is short by its delay
+    assert len(decoder.decode(ONE_BYTE_120_MS)) // 2 == packet_samples(ONE_BYTE_120_MS)
+
+
+@pytest.mark.parametrize("packet", [b"", b"\x03\x00", b"\xff\xff\xff\xff", bytes([0x0B, 0x00]), b"\x03"])
+def test_a_packet_whose_toc_is_impossible_has_no_duration(packet):
+    with pytest.raises(OpusError):
+        packet_samples(packet)
+
+
+def test_a_bomb_is_measured_before_anything_is_decoded():
+    decoder = OggOpusDecoder(16000)
+    bomb = ogg_bomb(300)
+    assert len(bomb) < 165_000
+    # 76,500 packets of 120 ms: 9180 s, 294 MB of 16 kHz PCM, announced before a sample is made.
+    assert decoder.parse(bomb) == 300 * BOMB_PAGE_PACKETS * 1920 * 2
+    assert decoder.pending_packets == 300 * BOMB_PAGE_PACKETS
+
+
+@pytest.mark.parametrize("rate", [16000, 8000])
+def test_parse_announces_what_decode_pending_makes(rate):
+    data = encode_ogg(np.frombuffer(load_speech("fox").pcm, dtype="<i2"))
+    decoder, announced, made = OggOpusDecoder(rate), 0, b""
+    for offset in range(0, len(data), 4096):
+        announced += decoder.parse(data[offset : offset + 4096])
+        made += decoder.decode_pending()
+    made += decoder.finish()
+    # What was announced counts the encoder's pre-skip and the last frame's padding, which the
+    # decoder trims: the announcement is an upper bound, off by less than those 26.5 ms.
+    assert announced >= len(made) > announced - 0.0265 * rate * 2
+    assert made == feed(OggOpusDecoder(rate), data, len(data))
+
+
+def test_decode_is_parse_then_decode_pending():
+    bomb = ogg_bomb(2)
+    decoder = OggOpusDecoder(16000)
+    announced = decoder.parse(bomb)
+    pcm = decoder.decode_pending()
+    assert decoder.pending_packets == 0 and decoder.decode_pending() == b""
+    # Less by the 6.5 ms pre-skip (312 samples at 48 kHz) and the ~1 ms the resampler holds back.
+    assert 0.0065 * 16000 * 2 <= announced - len(pcm) < 0.01 * 16000 * 2
+    assert OggOpusDecoder(16000).decode(bomb) == pcm

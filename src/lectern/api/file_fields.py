@@ -13,6 +13,7 @@ from typing import Any
 
 from lectern.api.errors import ApiError
 from lectern.api.uploads import Upload
+from lectern.json_input import JsonInputError, check_json_value, parse_json
 
 MAX_NAME, MAX_PATH, MAX_DESCRIPTION, MAX_TAGS, MAX_TAG = 500, 1000, 10_000, 50, 100
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -53,13 +54,9 @@ def _json_field(raw: str | None, field: str) -> Any:
     if not raw:
         return None
     try:
-        return json.loads(raw, parse_constant=_no_constant)
-    except (ValueError, RecursionError):
-        raise ApiError(400, f"{field}: not valid JSON", field) from None
-
-
-def _no_constant(name: str) -> None:
-    raise ValueError(f"{name} is not JSON")
+        return parse_json(raw)
+    except JsonInputError as exc:
+        raise ApiError(400, f"{field}: {exc}", field) from None
 
 
 def _text(value: str, field: str, max_length: int) -> str:
@@ -93,10 +90,12 @@ def valid_description(value: str | None) -> str | None:
 def valid_metadata(value: dict[str, Any] | None, max_bytes: int) -> dict[str, Any] | None:
     if value is None:
         return None
-    try:  # measured as a browser's JSON.stringify sends it: compact UTF-8
-        encoded = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
-    except (ValueError, RecursionError):
-        raise ApiError(400, "metadata: not representable as JSON (NaN, Infinity or too deep)", "metadata") from None
+    try:  # NaN, NUL or deep nesting: what PostgreSQL or a later json.dumps would fail on
+        check_json_value(value)
+    except JsonInputError as exc:
+        raise ApiError(400, f"metadata: {exc}", "metadata") from None
+    # Measured as a browser's JSON.stringify sends it: compact UTF-8.
+    encoded = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
     if len(encoded) > max_bytes:
         raise ApiError(400, f"metadata: larger than {max_bytes} bytes", "metadata")
     return value

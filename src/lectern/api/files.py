@@ -34,12 +34,12 @@ from lectern.api.file_fields import (
     valid_path,
     valid_tags,
 )
-from lectern.api.recording import parse_range
+from lectern.api.recording import parse_range, shown_range
 from lectern.api.params import NO_CONTROL_CHARACTERS, Timestamp, instant
 from lectern.api.uploads import Upload, UploadError, receive_upload
 from lectern.auth.principal import Principal
 from lectern.auth.scopes import FILES_DELETE, FILES_READ, FILES_WRITE
-from lectern.speech.decode import UnsupportedAudio
+from lectern.speech.decode import AudioTooLong, UnsupportedAudio
 from lectern.store import files as store
 from lectern.store.batch_models import FileRow
 
@@ -191,12 +191,15 @@ async def received_upload(request: Request) -> Upload:
 
 
 async def ingest(request: Request, caller: Principal, upload: Upload, fields: FileFields) -> FileRow:
-    """Keep an upload as the caller's file; 400 for an empty file, 415 for one that is not audio."""
+    """Keep an upload as the caller's file; 400 for an empty file, 415 for one that is not audio,
+    413 for one holding more audio than the limit."""
     try:
         return await store.ingest_upload(services(request), caller, upload, name=fields.name, path=fields.path,
                                          description=fields.description, metadata=fields.metadata, tags=fields.tags)
     except store.EmptyFile as exc:
         raise ApiError(400, f"file: {exc}", "file") from None
+    except AudioTooLong as exc:
+        raise ApiError(413, f"file: {exc}", "file") from None
     except UnsupportedAudio as exc:
         raise ApiError(415, f"file: {exc}", "file") from None
 
@@ -332,7 +335,8 @@ async def download_content(
     try:
         selected = parse_range(range, row.size_bytes)
     except ApiError as exc:  # recording.py's wording names a recording
-        raise ApiError(416, f"the range {range!r} is outside the file's {row.size_bytes} bytes", headers=exc.headers)
+        raise ApiError(416, f"the range {shown_range(range or '')} is outside the file's {row.size_bytes} bytes",
+                       headers=exc.headers)
     headers = {"Accept-Ranges": "bytes", "Content-Disposition": _attachment(row.filename),
                "X-Content-Type-Options": "nosniff"}
     if selected is None:

@@ -15,6 +15,26 @@ from lectern.api.errors import ApiError
 MEDIA_TYPE = "audio/x-pcm"
 CHUNK = 64 * 1024
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+# Positions past any file's end: more digits than this are compared as text, never given to int()
+# (which refuses more than 4300 of them).
+_MAX_DIGITS = 18
+
+
+def _position(digits: str) -> int:
+    """A byte position; any number too long to be a real one becomes one past every file's end."""
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= _MAX_DIGITS else 10**_MAX_DIGITS
+
+
+def _before(a: str, b: str) -> bool:
+    """Whether position ``a`` < ``b``, exactly, however many digits either has."""
+    a, b = a.lstrip("0"), b.lstrip("0")
+    return (len(a), a) < (len(b), b)
+
+
+def shown_range(header: str) -> str:
+    """The header as an error message quotes it: a long one cut short."""
+    return repr(header if len(header) <= 100 else f"{header[:60]}... ({len(header)} characters)")
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
@@ -30,17 +50,18 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
         return None
     first, last = match.group(1), match.group(2)
     if not first:  # suffix range: the last N bytes
-        length = int(last)
+        length = _position(last)
         if length == 0:
-            raise ApiError(416, f"the range {header!r} selects no bytes", headers={"Content-Range": f"bytes */{size}"})
+            raise ApiError(416, f"the range {shown_range(header)} selects no bytes",
+                           headers={"Content-Range": f"bytes */{size}"})
         return max(size - length, 0), size - 1
-    start = int(first)
-    if last and int(last) < start:  # an invalid range-spec: the header is ignored (RFC 9110 14.1.1)
+    if last and _before(last, first):  # an invalid range-spec: the header is ignored (RFC 9110 14.1.1)
         return None
+    start = _position(first)
     if start >= size:
-        raise ApiError(416, f"the range {header!r} is outside the recording's {size} bytes",
+        raise ApiError(416, f"the range {shown_range(header)} is outside the recording's {size} bytes",
                        headers={"Content-Range": f"bytes */{size}"})
-    return start, min(int(last), size - 1) if last else size - 1
+    return start, min(_position(last), size - 1) if last else size - 1
 
 
 async def _paced_read(path: Path, start: int, length: int, bytes_per_second: int) -> AsyncIterator[bytes]:

@@ -7,13 +7,13 @@ a 400 that says why, all before anything is stored. ``REQUEST_BODY`` documents t
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 from typing import Any, Literal
 
 from lectern.api.scribe_answer import EXPORTS
 from lectern.api.scribe_errors import invalid
 from lectern.api.uploads import Upload
+from lectern.json_input import JsonInputError, parse_json
 from lectern.param_values import boolean as spelled_boolean
 from lectern.param_values import is_language_code
 
@@ -87,9 +87,9 @@ class _Form:
         if raw is None:
             return None
         try:
-            return json.loads(raw)
-        except (ValueError, RecursionError):
-            raise invalid(f"{name} must be JSON", name) from None
+            return parse_json(raw)
+        except JsonInputError as exc:
+            raise invalid(f"{name} must be JSON: {exc}", name) from None
 
     def refuse_true(self, name: str, why: str) -> None:
         if self.boolean(name):
@@ -99,8 +99,8 @@ class _Form:
         """A JSON-or-text field that must ask for nothing (absent, ``null``, ``[]``)."""
         raw = self.text(name)
         try:
-            value = json.loads(raw) if raw is not None else None
-        except (ValueError, RecursionError):
+            value = parse_json(raw) if raw is not None else None
+        except JsonInputError:
             value = raw
         if value not in (None, [], {}, ""):
             raise invalid(f"{name} is not supported: {why}", name)

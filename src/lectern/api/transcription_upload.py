@@ -7,7 +7,6 @@ cannot nest. The options are checked before the file is stored, so a refused job
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -28,6 +27,7 @@ from lectern.api.transcription_models import (
 from lectern.api.transcriptions import job_values
 from lectern.auth.principal import Principal
 from lectern.auth.scopes import FILES_WRITE, TRANSCRIPTIONS_WRITE
+from lectern.json_input import JsonInputError, parse_json
 from lectern.store import transcriptions as jobs
 
 router = APIRouter(prefix="/api/v1/speech-services/transcriptions", tags=["Transcriptions"])
@@ -59,12 +59,13 @@ def _json_option(form: dict[str, str], field: str, model: type[BaseModel]) -> An
     if raw is None or not raw.strip():
         return None
     try:
-        return model.model_validate(json.loads(raw))
-    except ValueError as exc:  # json's JSONDecodeError and pydantic's ValidationError are both ValueErrors
-        first = exc.errors()[0] if isinstance(exc, ValidationError) else None
-        where = ".".join(str(p) for p in first["loc"]) if first else ""
-        message = first["msg"] if first else f"not valid JSON ({exc})"
-        raise ApiError(400, f"{field}{'.' + where if where else ''}: {message}", field) from None
+        return model.model_validate(parse_json(raw))
+    except JsonInputError as exc:
+        raise ApiError(400, f"{field}: {exc}", field) from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ApiError(400, f"{field}{'.' + where if where else ''}: {first['msg']}", field) from None
 
 
 @router.post(

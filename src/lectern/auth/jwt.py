@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 # Failed fetches are rate-limited the same way.
 MIN_REFETCH_SECONDS = 5.0
 JWKS_TIMEOUT_SECONDS = 5.0
+MAX_NAME_CLAIM = 200  # users.external_id and tenants.name
 
 _clock = time.monotonic  # module-level so tests can move time without sleeping
 
@@ -67,6 +68,18 @@ def _parse_jwks(document: Any) -> dict[str, tuple[Any, str]]:
         if alg is not None and data.get("alg", alg) == alg:
             keys[data["kid"]] = (key, alg)
     return keys
+
+
+def _name_claim(claims: dict[str, Any], name: str) -> str:
+    """The user or tenant a token names, as the users and tenants tables can keep it."""
+    value = claims.get(name)
+    if not isinstance(value, str) or not value:
+        raise AuthError(f"token lacks the {name!r} claim")
+    if len(value) > MAX_NAME_CLAIM:
+        raise AuthError(f"token's {name!r} claim is longer than {MAX_NAME_CLAIM} characters")
+    if "\x00" in value:
+        raise AuthError(f"token's {name!r} claim contains a NUL character")
+    return value
 
 
 def _scopes(claims: dict[str, Any]) -> frozenset[str]:
@@ -136,11 +149,8 @@ class JwtVerifier:
             raise AuthError("bad token signature") from None
         except jwt.PyJWTError as e:
             raise AuthError(f"invalid token: {e}") from None
-        user, tenant = claims.get("sub"), claims.get(s.jwt_tenant_claim)
-        if not isinstance(user, str) or not user:
-            raise AuthError("token lacks the 'sub' claim")
-        if not isinstance(tenant, str) or not tenant:
-            raise AuthError(f"token lacks the {s.jwt_tenant_claim!r} claim")
+        user = _name_claim(claims, "sub")
+        tenant = _name_claim(claims, s.jwt_tenant_claim)
         return JwtIdentity(tenant=tenant, user=user, scopes=_scopes(claims))
 
     async def _key_for(self, alg: Any, kid: Any) -> tuple[Any, str]:

@@ -13,13 +13,20 @@ import av.error
 
 from lectern.speech.audio import ENGINE_RATE
 
-# Raw MP3 and ADTS AAC have no duration in a header (an MP3's Xing tag is optional): FFmpeg
-# guesses one from the bitrate, 20 % off for a VBR MP3. Their packets are counted instead.
-_GUESSED_DURATION = frozenset({"mp3", "aac"})
+# Longest audio a file may hold unless the caller says otherwise (LECTERN_MAX_FILE_SECONDS).
+DEFAULT_MAX_SECONDS = 10 * 3600.0
 
 
 class UnsupportedAudio(ValueError):
     """Not a file this server can decode as audio; the message says why, for the client."""
+
+
+class AudioTooLong(UnsupportedAudio):
+    """The file decodes to more audio than the limit: decoding stopped there."""
+
+    def __init__(self, max_seconds: float) -> None:
+        super().__init__(f"the audio is longer than the limit of {max_seconds:g} s")
+        self.max_seconds = max_seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,32 +38,27 @@ class AudioInfo:
     duration_seconds: float
 
 
-def probe(path: Path) -> AudioInfo:
-    """Identify the file and measure its duration; the container's own figure is trusted when it
-    has one, otherwise the packets' durations are added up (demuxed, not decoded), and as a last
-    resort the audio is decoded (fast: no recognition) and counted."""
+def probe(path: Path, max_seconds: float = DEFAULT_MAX_SECONDS) -> AudioInfo:
+    """Identify the file and measure its duration by decoding it (fast: no recognition, no
+    resampling). A container's header and its packets' timestamps say what the file claims, not
+    what it holds: a 51 KB FLAC can claim 10 hours, an MP4 any length per AAC frame. Decoding
+    stops once it passes ``max_seconds`` (AudioTooLong), so a file that does hold that much costs
+    no more than the limit."""
     with _open(path) as container:
         stream = _audio_stream(container, path)
-        duration = None
-        if container.format.name not in _GUESSED_DURATION:
-            if stream.duration is not None and stream.time_base is not None:
-                duration = float(stream.duration * stream.time_base)
-            elif container.duration is not None:
-                duration = container.duration / av.time_base
-        info = AudioInfo(
-            container=container.format.name,
-            codec=stream.codec_context.name,
-            sample_rate=stream.codec_context.sample_rate or 0,
-            channels=stream.codec_context.channels or 0,
-            duration_seconds=0.0,
-        )
-        if not duration:
-            duration = _packet_seconds(container, stream)
-    if not duration:
-        duration = sum(len(chunk) for chunk in decode_pcm(path)) / (2 * ENGINE_RATE)
-    elif next(decode_pcm(path), None) is None:  # a container that claims a duration must hold audio
+        container_name, codec = container.format.name, stream.codec_context.name
+        sample_rate, channels = stream.codec_context.sample_rate or 0, stream.codec_context.channels or 0
+    samples: dict[int, int] = {}  # decoded samples per sample rate (a file may change rate midway)
+    seconds = 0.0
+    for frame in _frames(path):
+        samples[frame.sample_rate] = samples.get(frame.sample_rate, 0) + frame.samples
+        seconds += frame.samples / frame.sample_rate
+        if seconds > max_seconds:
+            raise AudioTooLong(max_seconds)
+    if not samples:
         raise UnsupportedAudio("the file holds no decodable audio")
-    return AudioInfo(info.container, info.codec, info.sample_rate, info.channels, round(duration, 3))
+    duration = sum(count / rate for rate, count in samples.items())  # exact per rate, not a running float sum
+    return AudioInfo(container_name, codec, sample_rate, channels, round(duration, 3))
 
 
 def decode_pcm(path: Path, start_seconds: float = 0.0) -> Iterator[bytes]:
@@ -75,45 +77,46 @@ def decode_pcm(path: Path, start_seconds: float = 0.0) -> Iterator[bytes]:
 
 
 def _decode(path: Path) -> Iterator[bytes]:
+    resampler, source = None, None
+    for frame in _frames(path):
+        # A resampler takes one input format: a file may change rate or channels midway.
+        if (frame.format.name, frame.layout.name, frame.sample_rate) != source:
+            if resampler is not None:
+                yield from _pcm(resampler.resample(None))
+            resampler = av.AudioResampler(format="s16", layout="mono", rate=ENGINE_RATE)
+            source = (frame.format.name, frame.layout.name, frame.sample_rate)
+        yield from _pcm(_resampled(resampler, frame))
+    if resampler is None:
+        raise UnsupportedAudio("the file holds no decodable audio")
+    yield from _pcm(_resampled(resampler, None))
+
+
+def _resampled(resampler: av.AudioResampler, frame: av.AudioFrame | None) -> list[av.AudioFrame]:
+    try:
+        return resampler.resample(frame)
+    except (av.error.FFmpegError, ValueError) as exc:
+        raise UnsupportedAudio(f"the audio cannot be decoded: {exc}") from None
+
+
+def _frames(path: Path) -> Iterator[av.AudioFrame]:
+    """The decoded frames of the file's first audio stream, as FFmpeg makes them. A damaged packet
+    is skipped, as players do; UnsupportedAudio when the file breaks off in a way FFmpeg cannot pass."""
     with _open(path) as container:
         stream = _audio_stream(container, path)
-        resampler, source = None, None
         try:
             for packet in container.demux(stream):
                 try:
                     frames = packet.decode()
                 except av.error.InvalidDataError:
                     continue  # a damaged packet, or an ID3 tag between concatenated MP3s: skipped, as players do
-                for frame in frames:
-                    # A resampler takes one input format: a file may change rate or channels midway.
-                    if (frame.format.name, frame.layout.name, frame.sample_rate) != source:
-                        if resampler is not None:
-                            yield from _pcm(resampler.resample(None))
-                        resampler = av.AudioResampler(format="s16", layout="mono", rate=ENGINE_RATE)
-                        source = (frame.format.name, frame.layout.name, frame.sample_rate)
-                    yield from _pcm(resampler.resample(frame))
-            if resampler is not None:
-                yield from _pcm(resampler.resample(None))
+                yield from frames
         except (av.error.FFmpegError, ValueError) as exc:
             raise UnsupportedAudio(f"the audio cannot be decoded: {exc}") from None
-        if resampler is None:
-            raise UnsupportedAudio("the file holds no decodable audio")
 
 
 def _pcm(frames: list[av.AudioFrame]) -> Iterator[bytes]:
     for frame in frames:
         yield frame.to_ndarray().tobytes()
-
-
-def _packet_seconds(container: av.container.InputContainer, stream: av.audio.stream.AudioStream) -> float:
-    seconds = 0.0
-    try:
-        for packet in container.demux(stream):
-            if packet.duration and packet.time_base is not None:
-                seconds += float(packet.duration * packet.time_base)
-    except av.error.FFmpegError as exc:
-        raise UnsupportedAudio(f"the audio cannot be read: {exc}") from None
-    return seconds
 
 
 def _open(path: Path) -> av.container.InputContainer:

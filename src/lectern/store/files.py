@@ -86,7 +86,7 @@ async def ingest_upload(
     """
     if upload.size == 0:
         raise EmptyFile("the file is empty")
-    info = await asyncio.to_thread(probe, upload.path)  # demuxes, may decode: never on the event loop
+    info = await asyncio.to_thread(probe, upload.path, services.settings.max_file_seconds)  # decodes: off the loop
     file_id = uuid.uuid4()
     key = blob_key(caller.tenant_id, file_id)
     now = utcnow()

@@ -19,10 +19,11 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from lectern.auth import keys
 from lectern.auth.principal import AuthError, Principal
 from lectern.auth.scopes import SESSIONS_WRITE
+from lectern.json_input import JsonInputError, parse_json
 from lectern.param_values import is_language_code
 from lectern.realtime.config import StreamConfig, VadSettings
 from lectern.realtime.errors import ErrorKind, StreamError, database_required
-from lectern.realtime.protocols.params import ParamError, QueryParams
+from lectern.realtime.protocols.params import ParamError, QueryParams, model_alias
 from lectern.realtime.protocols.sockets import client_info, close_quietly, disconnected
 from lectern.realtime.segment import Segment
 from lectern.realtime.session import AudioIn, ClientEvent, CommitIn, StreamSession
@@ -71,7 +72,7 @@ def parse_request(
     model_id = params.one("model_id")
     if not model_id:
         raise ParamError("model_id is required")
-    model = models.resolve(model_id)
+    model = models.resolve(model_alias(model_id, "model_id"))
     audio_format_name = params.one("audio_format") or params.one("encoding") or "pcm_16000"
     audio_format = AUDIO_FORMATS.get(audio_format_name)
     if audio_format is None:
@@ -245,9 +246,9 @@ class _Chunk:
 
 def _parse_chunk(text: str, fmt: AudioFormat, max_chunk_bytes: int, first: bool) -> _Chunk:
     try:
-        payload = json.loads(text)
-    except json.JSONDecodeError:
-        raise StreamError(ErrorKind.INPUT, "Messages must be JSON objects.") from None
+        payload = parse_json(text)
+    except JsonInputError as exc:
+        raise StreamError(ErrorKind.INPUT, f"Messages must be JSON objects: {exc}.") from None
     if not isinstance(payload, dict):
         raise StreamError(ErrorKind.INPUT, "Messages must be JSON objects.")
     message_type = payload.get("message_type")

@@ -20,8 +20,10 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from lectern.auth.principal import AuthError, Principal
 from lectern.auth.principals import authenticate
 from lectern.auth.scopes import SESSIONS_WRITE
+from lectern.json_input import JsonInputError, parse_json
 from lectern.realtime.config import StreamConfig, VadSettings
 from lectern.realtime.errors import ErrorKind, StreamError, database_required
+from lectern.realtime.protocols.params import MAX_MODEL_ALIAS
 from lectern.realtime.protocols.sockets import client_info, close_quietly
 from lectern.realtime.resume import SEND_TIMEOUT_SECONDS, ResumableClient, ResumableStreams
 from lectern.realtime.segment import Segment
@@ -74,6 +76,8 @@ def _field(message: dict[str, Any], name: str, kind: type | tuple[type, ...], de
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
         raise ProtocolError("INVALID_ARGUMENT", f"{name} must be a {_JSON_NAMES.get(names, names)}")
+    if isinstance(value, str) and "\x00" in value:  # no database column takes it
+        raise ProtocolError("INVALID_ARGUMENT", f"{name} must not contain NUL characters")
     return value
 
 
@@ -88,6 +92,8 @@ def parse_start(message: dict[str, Any], max_metadata_bytes: int, models: ModelR
     if not isinstance(api_key, str | None) or not isinstance(token, str | None):
         raise ProtocolError("UNAUTHENTICATED", "authentication.token and authentication.apiKey must be strings")
     model = _field(message, "model", str, DEFAULT_MODEL)
+    if len(model) > MAX_MODEL_ALIAS:
+        raise ProtocolError("INVALID_ARGUMENT", f"model must be at most {MAX_MODEL_ALIAS} characters, not {len(model)}")
     resolved = models.resolve(model)
     language = _field(message, "language", str, None)
     if not models.serves_language(resolved.name, language):
@@ -201,9 +207,9 @@ def _json_message(received: dict[str, Any]) -> dict[str, Any]:
     if text is None:
         raise ProtocolError("INVALID_ARGUMENT", "send session.start (or session.resume) before any audio")
     try:
-        message = json.loads(text)
-    except json.JSONDecodeError:
-        raise ProtocolError("INVALID_ARGUMENT", "text messages must be JSON objects") from None
+        message = parse_json(text)
+    except JsonInputError as exc:
+        raise ProtocolError("INVALID_ARGUMENT", f"text messages must be JSON objects: {exc}") from None
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
         raise ProtocolError("INVALID_ARGUMENT", "text messages must be JSON objects with a type")
     return message

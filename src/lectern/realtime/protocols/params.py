@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
+from lectern.json_input import JsonInputError, parse_json
 from lectern.param_values import boolean as spelled_boolean
+
+MAX_MODEL_ALIAS = 200  # what a session row keeps of the model a client asked for
+
+
+def model_alias(value: str, name: str) -> str:
+    """A model id as asked for: ParamError when the sessions table could not keep it."""
+    if len(value) > MAX_MODEL_ALIAS:
+        raise ParamError(f"{name} must be at most {MAX_MODEL_ALIAS} characters, not {len(value)}")
+    return value
 
 
 class ParamError(ValueError):
@@ -25,7 +34,7 @@ class QueryParams:
         return name in self._values
 
     def one(self, name: str) -> str | None:
-        values = self._values.get(name)
+        values = self.many(name)
         if not values:
             return None
         if len(set(values)) > 1:
@@ -33,7 +42,10 @@ class QueryParams:
         return values[0]
 
     def many(self, name: str) -> list[str]:
-        return list(self._values.get(name, []))
+        values = list(self._values.get(name, []))
+        if any("\x00" in value for value in values):  # %00: no database column takes it
+            raise ParamError(f"{name} must not contain NUL characters")
+        return values
 
     def boolean(self, name: str, default: bool) -> bool:
         raw = self.one(name)
@@ -77,9 +89,9 @@ class QueryParams:
         if len(raw.encode()) > max_bytes:
             raise ParamError(f"{name} is larger than {max_bytes} bytes")
         try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            raise ParamError(f"{name} must be a URL-encoded JSON object") from None
+            value = parse_json(raw)
+        except JsonInputError as exc:
+            raise ParamError(f"{name} must be a URL-encoded JSON object: {exc}") from None
         if not isinstance(value, dict):
             raise ParamError(f"{name} must be a JSON object, not {type(value).__name__}")
         return value

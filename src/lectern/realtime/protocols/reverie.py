@@ -12,8 +12,10 @@ two keys beyond the seven, ``code`` (the HTTP-like code of Reverie's message tab
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
@@ -31,6 +33,7 @@ from lectern.realtime.protocols.sockets import client_info, close_quietly, disco
 from lectern.realtime.segment import Segment
 from lectern.realtime.session import AudioIn, ClientClosed, ClientEvent, StreamSession
 from lectern.services import Services
+from lectern.settings import Settings
 from lectern.speech.audio import AudioFormat
 from lectern.speech.models import ModelRegistry, normalize_language
 from lectern.speech.opus import OggOpusDecoder, OpusError, OpusPacketDecoder
@@ -229,8 +232,54 @@ class ReverieEvents:
         self.failure = error
 
 
-async def client_events(websocket: WebSocket, decoder: OpusPacketDecoder | OggOpusDecoder | None,
-                        bytes_per_sample: int) -> AsyncIterator[ClientEvent]:
+class OpusInput:
+    """Opus messages decoded within the stream's bounds, off the event loop.
+
+    A few bytes of Opus can hold hours of audio (a one-byte packet decodes to 120 ms), so each
+    message's decoded length is read from its packets first and refused when it passes the limit
+    of one message (``max_chunk_bytes`` of PCM) or would put the stream further ahead of real time
+    than ``max_buffered_audio_seconds``: the limits the core applies to PCM, here before decoding.
+    """
+
+    def __init__(self, decoder: OpusPacketDecoder | OggOpusDecoder, settings: Settings, bytes_per_second: int) -> None:
+        self._decoder = decoder
+        self._max_message = settings.max_chunk_bytes
+        self._max_ahead = settings.max_buffered_audio_seconds
+        self._bytes_per_second = bytes_per_second
+        self._started = time.monotonic()
+        self._decoded = 0  # bytes of PCM decoded (or about to be) since the stream started
+
+    async def decode(self, data: bytes) -> bytes:
+        size = _opus(self._decoder.parse, data)
+        seconds = size / self._bytes_per_second
+        if size > self._max_message:
+            raise StreamError(
+                ErrorKind.CHUNK_TOO_LARGE,
+                f"An audio message of {len(data)} bytes decodes to {seconds:.1f} s of audio ({size} bytes of PCM), "
+                f"more than the limit of {self._max_message} bytes a message.",
+            )
+        ahead = (self._decoded + size) / self._bytes_per_second - (time.monotonic() - self._started)
+        if ahead > self._max_ahead:
+            raise StreamError(
+                ErrorKind.QUEUE_OVERFLOW,
+                f"Audio is arriving faster than real time: this message ({seconds:.1f} s of audio) would put the "
+                f"stream {ahead:.0f} s ahead, more than the {self._max_ahead:g} s allowed.",
+            )
+        self._decoded += size
+        if not self._decoder.pending_packets:
+            return b""
+        return await asyncio.to_thread(_opus, self._decoder.decode_pending)
+
+    def finish(self) -> bytes:
+        """The end of an Ogg stream: what the decoder still holds (a few ms)."""
+        if isinstance(self._decoder, OggOpusDecoder):
+            return _opus(self._decoder.finish)
+        return b""
+
+
+async def client_events(
+    websocket: WebSocket, opus: OpusInput | None, bytes_per_sample: int
+) -> AsyncIterator[ClientEvent]:
     carry = b""  # a sample cut between two messages: SDKs send fixed-size byte chunks
     while True:
         received = await websocket.receive()
@@ -245,12 +294,12 @@ async def client_events(websocket: WebSocket, decoder: OpusPacketDecoder | OggOp
                 raise StreamError(ErrorKind.INPUT, "text messages other than --EOF-- are not accepted")
             data = EOF_MARKER
         if data == EOF_MARKER:
-            if isinstance(decoder, OggOpusDecoder):
-                yield AudioIn(_decoded(decoder.finish))
+            if opus is not None:
+                yield AudioIn(opus.finish())
             yield ClientClosed(normal=True)
             return
-        if decoder is not None:
-            yield AudioIn(_decoded(decoder.decode, data))
+        if opus is not None:
+            yield AudioIn(await opus.decode(data))
             continue
         data, carry = carry + data, b""
         if cut := len(data) % bytes_per_sample:
@@ -258,9 +307,9 @@ async def client_events(websocket: WebSocket, decoder: OpusPacketDecoder | OggOp
         yield AudioIn(data)
 
 
-def _decoded(decode: Callable[..., bytes], *data: bytes) -> bytes:
+def _opus(step: Callable[..., Any], *data: bytes) -> Any:
     try:
-        return decode(*data)
+        return step(*data)
     except OpusError as exc:
         raise StreamError(ErrorKind.INPUT, str(exc)) from None
 
@@ -288,8 +337,10 @@ async def stream_endpoint(websocket: WebSocket) -> None:
     except (WebSocketDisconnect, RuntimeError):
         await session.abandon()
         return
-    decoder = request.decoder() if request.decoder else None
-    received = client_events(websocket, decoder, config.audio_format.bytes_per_sample)
+    fmt = config.audio_format
+    opus = OpusInput(request.decoder(), services.settings, fmt.sample_rate * fmt.bytes_per_sample) if request.decoder \
+        else None
+    received = client_events(websocket, opus, fmt.bytes_per_sample)
     await session.run(received, events)
     await _finish(events, config.audio_format.seconds(session.received_bytes), services.settings.min_commit_seconds)
 

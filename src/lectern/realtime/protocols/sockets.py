@@ -13,10 +13,16 @@ from lectern.realtime.session import ClientClosed
 NORMAL_CLOSE_CODES = (1000, 1001, 1005)
 
 
+# What a session row keeps of the client (stream_sessions.client_address and user_agent).
+MAX_ADDRESS, MAX_USER_AGENT = 100, 500
+
+
 def client_info(websocket: WebSocket) -> ClientInfo:
+    """Who connected, cut to what the session row keeps: a header may be any length."""
+    user_agent = websocket.headers.get("user-agent")
     return ClientInfo(
-        address=websocket.client.host if websocket.client else "",
-        user_agent=websocket.headers.get("user-agent"),
+        address=(websocket.client.host if websocket.client else "")[:MAX_ADDRESS],
+        user_agent=None if user_agent is None else user_agent[:MAX_USER_AGENT],
     )
 
 
