@@ -93,7 +93,7 @@ def workers(api_server: LecternServer) -> Iterator[Any]:
     started: list[Worker] = []
 
     def start(**settings: Any) -> Worker:
-        worker = Worker(api_server, engine_workers=1, job_workers=1, **settings)
+        worker = Worker(api_server, **{"engine_workers": 1, "job_workers": 1, **settings})
         started.append(worker)
         return worker
 
@@ -199,3 +199,45 @@ def test_a_cancelled_job_stops_on_the_worker_running_it(api_server, workers, tmp
     assert worker.process.poll() is None
     again = httpx.post(f"{api_server.base_url}{API}/transcriptions/{job_id}/cancel", headers={"X-API-Key": key})
     assert again.status_code == 409
+
+
+def _speech_file(tmp_path: Path, name: str = "two_sentences") -> Path:
+    path = tmp_path / f"{name}.wav"
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(load_speech(name).pcm)
+    return path
+
+
+def test_a_tenant_with_a_long_queue_does_not_delay_another_tenants_job(api_server, workers, tmp_path):
+    """Claims go round robin between tenants: B's one job, queued after A's five, runs second."""
+    path = _speech_file(tmp_path)
+    busy, quiet = api_server.create_key("busyco", "ann"), api_server.create_key("quietco", "ben")
+    busy_jobs = [_submit(api_server, busy, path) for _ in range(5)]
+    quiet_job = _submit(api_server, quiet, path)
+    # One job at a time, all six already waiting; a long lease, so that no job of a stalled (loaded)
+    # machine is taken over and runs out of turn.
+    workers(job_lease_seconds=60)
+    rows = {i: _wait_job(api_server, i, lambda r: r["status"] == "COMPLETED") for i in [*busy_jobs, quiet_job]}
+    started = sorted(rows, key=lambda i: rows[i]["started_at"])
+    assert started[0] == busy_jobs[0], "the oldest job of the two tenants, neither running anything, goes first"
+    assert started[1] == quiet_job, f"B's job waited behind A's queue: start order {started}"
+    assert started[2:] == busy_jobs[1:], "A's own jobs keep their order"
+
+
+def test_a_tenant_never_runs_more_jobs_than_its_cap(api_server, workers, tmp_path):
+    path = _speech_file(tmp_path)
+    capped, other = api_server.create_key("cappedco", "cat"), api_server.create_key("otherco", "dan")
+    subprocess.run([sys.executable, "-m", "lectern", "admin", "tenants", "update", "cappedco",
+                    "--max-running-jobs", "1"], env=api_server.env, check=True, capture_output=True)
+    capped_jobs = [_submit(api_server, capped, path) for _ in range(3)]
+    other_job = _submit(api_server, other, path)
+    workers(job_workers=2, job_lease_seconds=60)  # a lapsed lease would rightly not count as running
+    rows = [_wait_job(api_server, i, lambda r: r["status"] == "COMPLETED") for i in capped_jobs]
+    spans = sorted((r["started_at"], r["completed_at"]) for r in rows)
+    for (_, end), (start, _) in zip(spans, spans[1:]):
+        assert start >= end, f"two of the capped tenant's jobs ran at once: {spans}"
+    other_row = _wait_job(api_server, other_job, lambda r: r["status"] == "COMPLETED")
+    assert other_row["started_at"] < spans[0][1], "the second slot went to the other tenant at once"

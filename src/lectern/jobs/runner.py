@@ -28,6 +28,7 @@ from lectern.settings import Settings
 from lectern.store import job_lifecycle as lifecycle
 from lectern.store import retention
 from lectern.store import sessions as session_rows
+from lectern.store.tenants import running_jobs_cap
 from lectern.webhooks import run_delivery_loop
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,12 @@ class JobRunner:
     def __init__(self, services: Services, sources: list[JobSource]) -> None:
         self._services = services
         self._sources = [source for source in sources if source.slots > 0]
+        self._fairness = queue.Fairness(
+            # A tenant's own cap is read in the claim; this is the cap of tenants without one.
+            default_cap=running_jobs_cap(None, services.settings.tenant_max_running_jobs,
+                                         sum(source.slots for source in sources)),
+            running_in=tuple(source.job.kind.table for source in sources),
+        )
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._running: dict[uuid.UUID, tuple[ClaimedJob, asyncio.Task[None]]] = {}
         self._wake = asyncio.Event()
@@ -110,7 +117,7 @@ class JobRunner:
                 if mine < source.slots and source.can_start(self._services):
                     async with self._services.db() as s:
                         row = await queue.claim(s, table, self.worker_id, settings.job_lease_seconds,
-                                                settings.job_max_attempts)
+                                                settings.job_max_attempts, self._fairness)
                 if row is not None:
                     self._run(source.job(self._services, row, self.worker_id))
                     continue
