@@ -1,9 +1,11 @@
 """One transcription job, run by whichever worker claimed it: the file's audio becomes segments,
 each written with the job's progress in one transaction, so a worker that takes the job over
-resumes after the last stored segment instead of starting again."""
+resumes after the last stored segment instead of starting again. An engine worker that dies under
+the job is replaced by the pool, and the job resumes the same way on the replacement."""
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from typing import Any
 
@@ -15,7 +17,7 @@ from lectern.services import Services
 from lectern.speech.batch import FileTranscription
 from lectern.speech.decode import UnsupportedAudio
 from lectern.speech.engines.base import RecognizerOptions
-from lectern.speech.engines.pool import EngineFailure, PoolExhausted
+from lectern.speech.engines.pool import EngineFailure, PoolExhausted, WorkerDied
 from lectern.speech.models import AUTO
 from lectern.speech.segmenter import RawSegment
 from lectern.speech.text import as_sentence
@@ -29,6 +31,12 @@ FILE_NOT_FOUND = "FILE_NOT_FOUND"
 TRANSCRIPTION_FAILED = "TRANSCRIPTION_FAILED"
 WORKER_LOST = "WORKER_LOST"
 
+# How long a job whose engine worker died waits for room on a worker (its replacement loads
+# every model first, which takes seconds, more on a busy machine) before it fails.
+REPLACEMENT_WAIT_SECONDS = 300.0
+
+log = logging.getLogger(__name__)
+
 
 class TranscriptionJob(ClaimedJob):
     kind = transcriptions.KIND
@@ -41,6 +49,7 @@ class TranscriptionJob(ClaimedJob):
         self._words = row.words_count
         self._capitalization = bool(row.options.get("capitalization", True))
         self._punctuation = bool(row.options.get("punctuation", True))
+        self._resume_at = row.processed_seconds  # the end of the last stored segment
         self._language_asked = None if row.language_code == AUTO else row.language_code  # None: detect it
         self._detected: Counter[str] = Counter()  # words per detected language (a job with language auto)
         self.transcription: FileTranscription | None = None
@@ -63,13 +72,27 @@ class TranscriptionJob(ClaimedJob):
         if file is None or file.deleted_at is not None:
             raise FileNotFoundError(self.row.file_id)
         async with self.services.blobs.local_path(file.blob_key) as path:
-            self.transcription = FileTranscription(
-                self.services.pool, path, self.row.processed_seconds, model=self.row.resolved_model_name,
-                recognizer=RecognizerOptions(keyterms=tuple(self.row.options.get("keyterms", ())),
-                                             language=self._language_asked),
-            )
-            async for segment in self.transcription.segments():
-                await self._store(segment)
+            restarts = 0
+            while True:
+                self.transcription = FileTranscription(
+                    self.services.pool, path, self._resume_at, model=self.row.resolved_model_name,
+                    recognizer=RecognizerOptions(keyterms=tuple(self.row.options.get("keyterms", ())),
+                                                 language=self._language_asked),
+                )
+                try:
+                    async for segment in self.transcription.segments():
+                        await self._store(segment)
+                    break
+                except WorkerDied:
+                    if restarts >= self.services.settings.job_engine_restarts:
+                        raise
+                    restarts += 1
+                    log.warning("transcription %s: its engine worker died; resuming at %.2f s on another "
+                                "(restart %d of %d)", self.id, self._resume_at, restarts,
+                                self.services.settings.job_engine_restarts)
+                    if not await self.services.pool.wait_admissible(self.transcription.model,
+                                                                    REPLACEMENT_WAIT_SECONDS):
+                        raise
         async with self.services.db() as s:
             texts = await s.scalars(select(TranscriptionSegmentRow.transcript)
                                     .where(TranscriptionSegmentRow.transcription_id == self.id)
@@ -108,3 +131,4 @@ class TranscriptionJob(ClaimedJob):
             await s.commit()
         self._segments += 1
         self._words += len(segment.words)
+        self._resume_at = segment.closed_at

@@ -34,7 +34,7 @@ class FileTranscription:
                  recognizer: RecognizerOptions = RecognizerOptions()) -> None:
         self._pool = pool
         self._path = path
-        self._model = model if model in pool.models.models else pool.models.default
+        self.model = model if model in pool.models.models else pool.models.default
         self._recognizer = recognizer
         self._rules = replace(rules, offset_seconds=start_seconds)
         self.position = start_seconds
@@ -42,7 +42,7 @@ class FileTranscription:
     async def segments(self) -> AsyncIterator[RawSegment]:
         """The file's segments with words, in order. Raises PoolExhausted when no recognizer is
         free, UnsupportedAudio when the file cannot be decoded, EngineFailure when recognition fails."""
-        spec = StreamSpec(format=AudioFormat("pcm_s16le", ENGINE_RATE), model=self._model,
+        spec = StreamSpec(format=AudioFormat("pcm_s16le", ENGINE_RATE), model=self.model,
                           recognizer=self._recognizer, rules=self._rules, partials=False)
         handle = self._pool.open(spec)
         blocks = _blocks(decode_pcm(self._path, self._rules.offset_seconds))

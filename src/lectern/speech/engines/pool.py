@@ -29,6 +29,8 @@ from lectern.speech.segmenter import FeedResult, RawSegment
 
 log = logging.getLogger(__name__)
 
+ADMISSION_POLL_SECONDS = 0.1  # how often wait_admissible looks again: a worker starts in seconds
+
 
 class PoolExhausted(Exception):
     """Every recognizer slot is taken."""
@@ -36,6 +38,14 @@ class PoolExhausted(Exception):
 
 class EngineFailure(Exception):
     """The engine failed for this stream (an error in decoding, or its worker died)."""
+
+
+class WorkerDied(EngineFailure):
+    """The worker process hosting the stream died (killed, out of memory): the same audio may
+    well succeed on another worker, unlike an error in decoding it."""
+
+
+WORKER_DIED = "the recognizer process stopped unexpectedly"
 
 
 class EngineStartFailed(Exception):
@@ -91,6 +101,17 @@ class RecognizerPool:
 
     def can_admit(self, model: str) -> bool:
         return any(self._fits(w, model) for w in self._workers)
+
+    async def wait_admissible(self, model: str, timeout: float) -> bool:
+        """Wait (up to ``timeout`` seconds) until a worker has room for a stream of ``model``, as
+        when a dead worker's replacement has started; False if none had by then."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self.can_admit(model):
+            if self._closing or loop.time() >= deadline:
+                return False
+            await asyncio.sleep(ADMISSION_POLL_SECONDS)
+        return True
 
     def open(self, spec: StreamSpec) -> "StreamHandle":
         """Reserve a slot at once (admission control), or raise PoolExhausted."""
@@ -167,7 +188,7 @@ class RecognizerPool:
         w.alive = False
         for future in w.pending.values():
             if not future.done():
-                future.set_exception(EngineFailure("the recognizer process stopped unexpectedly"))
+                future.set_exception(WorkerDied(WORKER_DIED))
         w.pending.clear()
         if self._closing:
             return
@@ -183,7 +204,7 @@ class RecognizerPool:
         assert self._loop is not None
         future: asyncio.Future[Any] = self._loop.create_future()
         if not w.alive:
-            future.set_exception(EngineFailure("the recognizer process stopped unexpectedly"))
+            future.set_exception(WorkerDied(WORKER_DIED))
             return future
         request_id = next(self._ids)
         w.pending[request_id] = future
