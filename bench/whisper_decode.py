@@ -22,7 +22,8 @@
   the runner's decodes retried on the 30 s window (loops) per pass.
 
 JSON (settings, figures, every hypothesis) goes to ``bench/results/whisper-decode-<UTC timestamp>.json``.
-``--smoke`` (CI, < 30 s): 2 files, the runner's default setting only.
+``--smoke`` (CI, < 30 s): 2 files, the runner's default setting only. ``--only TEXT``: the settings
+whose name contains TEXT.
 
 Usage: .venv/bin/python bench/whisper_decode.py [--dir DIR] [--repeat 3] [--smoke]
 """
@@ -202,6 +203,9 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3, help="passes over the set per setting (median CPU)")
     parser.add_argument("--smoke", action="store_true", help="2 files, the default setting only")
     parser.add_argument("--out", type=Path, help="JSON path (default: bench/results/whisper-decode-<ts>.json)")
+    parser.add_argument("--only", action="append", metavar="TEXT",
+                        help="only the settings whose name contains TEXT (repeatable), e.g. --only 'runner margin 2' "
+                             "--only batch")
     args = parser.parse_args()
 
     model_dir = embedded_whisper_dir()
@@ -216,7 +220,8 @@ def main() -> int:
     normalize = EnglishTextNormalizer()
 
     rows = []
-    for setting in settings_for(runner, args.smoke):
+    settings = [s for s in settings_for(runner, args.smoke) if not args.only or any(t in s.name for t in args.only)]
+    for setting in settings:
         rows.append(measure(setting, clips, repeat, normalize))
         row = rows[-1]
         print(f"  {setting.name}: WER {row['wer']:.3f}, {row['cpu_ms_per_call']:.0f} ms/call", file=sys.stderr)

@@ -73,6 +73,8 @@ class Recognizer(ABC):
 class Engine(ABC):
     name: str
     languages: tuple[str, ...] | None  # None: any language the model knows (multilingual)
+    # The worker decodes a few seconds of speech with it before reporting ready (worker.warm_up).
+    warms_up: bool = False
 
     @abstractmethod
     def recognizer(self, options: RecognizerOptions) -> Recognizer:

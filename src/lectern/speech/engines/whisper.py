@@ -24,6 +24,8 @@ CONTEXT_CHARS = 600
 
 
 class WhisperEngine(Engine):
+    warms_up = True  # its first minutes of speech grew the heap, and made the first decodes cold
+
     def __init__(self, config: ModelConfig) -> None:
         assert config.path is not None
         self.name = config.name

@@ -176,16 +176,18 @@ class WhisperRunner:
         return self.transcribe_batch([request])[0]
 
     def transcribe_batch(self, requests: Sequence[WhisperRequest]) -> list[WhisperResult]:
-        """Several streams' utterances in one encode and one generate (one per prompt shape:
-        CTranslate2 needs <|startoftranscript|> at the same index in every prompt, and padding
-        the previous text to line them up changes what Whisper writes). Every request is checked
-        first: a ValueError (over 30 s, not mono, a language the model lacks) fails the batch
-        before any decoding.
+        """Several utterances in one generate (one per prompt shape: CTranslate2 needs
+        <|startoftranscript|> at the same index in every prompt, and padding the previous text to
+        line them up changes what Whisper writes) and one align; on a CPU the encoder runs once
+        per length (see _encode), so each result is what a single call gives. Every request is
+        checked first: a ValueError (over 30 s, not mono, a language the model lacks) fails the
+        batch before any decoding.
 
-        On a CPU (one thread) batches of 2 to 4 cost about 12 % less per request than single
-        calls, 8 about 40 % more (8 windows' cross-attention keys and values no longer fit the
-        caches): a larger batch is decoded 4 at a time there (CPU_BATCH). On a GPU the whole
-        batch goes at once."""
+        On a CPU (one thread) that saves little: 4 speech-dev files at a time cost 134 ms of CPU
+        each against 143 alone (bench/whisper_decode.py, on a busy box), and four streams' due
+        decodes served together in a worker 0-5 % of its CPU, within the noise; so a worker
+        decodes its streams one at a time. A larger batch is decoded 4 at a time there
+        (CPU_BATCH). On a GPU the whole batch goes at once."""
         jobs = [self._job(request) for request in requests]
         live = [job for job in jobs if job.samples]
         step = CPU_BATCH if self._model.device == "cpu" else max(1, len(live))
@@ -258,20 +260,43 @@ class WhisperRunner:
         return np.asarray(self._model.encode(ctranslate2.StorageView.from_array(padding)))[0].copy()
 
     def _encode(self, mels: list[np.ndarray], short: bool) -> ctranslate2.StorageView:
-        """One encoder pass for the batch: each log-mel padded with 0.0 (as faster-whisper pads)
-        to the longest + the margin (short) or to 30 s, then, if short, the silence tail appended
-        so that the decoder sees a whole window's positions."""
-        longest = max(mel.shape[-1] for mel in mels)
-        frames = min(self._window_frames, longest + self._margin_frames) if short else self._window_frames
-        frames += frames % 2  # the encoder's convolution halves the frames
+        """The batch's encoder output, a whole window's positions per row. ``short``: each
+        log-mel padded with 0.0 (as faster-whisper pads) by the margin only, and the silence tail
+        appended after its encoding. Only log-mels of the same length are encoded together: the
+        encoder attends to the padding too, so a row padded further than its own length plus the
+        margin would not read as it does alone (8 of 225 texts changed in random batches of 2 to
+        4 utterances of different lengths). Otherwise padded to 30 s, all in one call."""
+        if not short:
+            return self._encode_padded(mels, self._window_frames)
+        frames = [self._short_frames(mel) for mel in mels]
+        if self._tail is None:  # the short encoding alone (bench/whisper_decode.py's "no splice")
+            return self._encode_padded(mels, max(frames))
+        if len(set(frames)) == 1:
+            return self._spliced(self._encode_padded(mels, frames[0]))
+        rows: list[np.ndarray | None] = [None] * len(mels)
+        for length in set(frames):
+            same = [i for i, f in enumerate(frames) if f == length]
+            encoded = np.asarray(self._spliced(self._encode_padded([mels[i] for i in same], length)))
+            for i, row in zip(same, encoded):
+                rows[i] = row
+        return ctranslate2.StorageView.from_array(np.ascontiguousarray(np.stack(rows)))  # type: ignore[arg-type]
+
+    def _short_frames(self, mel: np.ndarray) -> int:
+        frames = min(self._window_frames, mel.shape[-1] + self._margin_frames)
+        return frames + frames % 2  # the encoder's convolution halves the frames
+
+    def _encode_padded(self, mels: list[np.ndarray], frames: int) -> ctranslate2.StorageView:
         batch = np.stack([np.pad(mel, ((0, 0), (0, frames - mel.shape[-1]))) for mel in mels])
         # A batch's rows may be decoded or aligned apart (prompt shapes, languages, words=False),
         # which takes host memory to slice: on a GPU a batch's encoder output comes back to it.
         to_cpu = self._model.device != "cpu" and len(mels) > 1
-        encoded = self._model.encode(ctranslate2.StorageView.from_array(batch), to_cpu=to_cpu)
-        if frames >= self._window_frames or self._tail is None:
-            return encoded
+        return self._model.encode(ctranslate2.StorageView.from_array(batch), to_cpu=to_cpu)
+
+    def _spliced(self, encoded: ctranslate2.StorageView) -> ctranslate2.StorageView:
+        """A short encoding continued by the silence tail: the decoder sees a whole window."""
         head = np.asarray(encoded)
+        if self._tail is None or head.shape[1] >= self._tail.shape[0]:
+            return encoded
         tail = np.broadcast_to(self._tail[head.shape[1] :], (head.shape[0], *self._tail[head.shape[1] :].shape))
         return ctranslate2.StorageView.from_array(np.ascontiguousarray(np.concatenate([head, tail], axis=1)))
 
