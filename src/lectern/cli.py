@@ -83,6 +83,7 @@ def worker(args: argparse.Namespace) -> None:
     on any number of machines, share one PostgreSQL database and blob store."""
     import asyncio
 
+    from lectern import log_redaction
     from lectern.jobs.runner import run_worker
 
     settings = _settings(args)
@@ -90,6 +91,7 @@ def worker(args: argparse.Namespace) -> None:
         sys.exit("lectern worker: LECTERN_JOB_WORKERS and LECTERN_SUMMARY_WORKERS are 0: this worker would run no job")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log_redaction.install()
     asyncio.run(run_worker(settings))
 
 

@@ -78,7 +78,10 @@ class Contract:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def contract(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    srv = start_server(tmp_path_factory, backend)
+    # Budgets no generated run reaches: its point is the contract, and a caller locked out after its
+    # failed authentications would leave every later case a 429 (tests/api/test_rate_limits.py).
+    srv = start_server(tmp_path_factory, backend, rate_limit_auth_failures="", rate_limit_requests="",
+                       rate_limit_tenant_requests="", rate_limit_purges="")
     key = srv.create_key("acme", "alice")
     readable = [
         await stream_session(srv, key, [FOX.pcm, COFFEE.pcm], recording=True, metadata=METADATA),

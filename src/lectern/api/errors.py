@@ -40,8 +40,9 @@ class Problem(BaseModel):
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries for error statuses an operation can answer (moved to problem+json by
-    ``_problem_openapi``: FastAPI files a response model under application/json)."""
-    return {s: {"model": Problem, "description": _TITLES.get(s, "Error")} for s in statuses}
+    ``_problem_openapi``: FastAPI files a response model under application/json). Every
+    authenticated operation can answer 429: rate limits (api/rate_limits.py) apply to all of them."""
+    return {s: {"model": Problem, "description": _TITLES.get(s, "Error")} for s in sorted({*statuses, 429})}
 
 
 def _problem_openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
