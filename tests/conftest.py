@@ -148,7 +148,8 @@ class LecternServer:
             "LECTERN_DEFAULT_MODEL": "pocketsphinx-en-us",
         }
 
-    def _wait_ready(self, timeout: float = 90.0) -> None:
+    def _wait_ready(self, timeout: float = 300.0) -> None:
+        # Generous: a loaded 2-core machine has taken over 90 s to load every model in every worker.
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
