@@ -75,7 +75,7 @@ class ProxiedServer:
 async def proxied(backend: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Any]:
     """Start servers on one fresh PostgreSQL database, each behind its own proxy (or directly)."""
     if backend != "postgresql":
-        pytest.skip("the outage is a cut TCP connection to PostgreSQL (SQLite has its own test below)")
+        pytest.skip("the outage is a cut TCP connection to PostgreSQL; SQLite has no connection to cut")
     assert PG_URL
     url, drop = _fresh_database("postgresql")
     direct = create_sync_engine(url)
