@@ -160,7 +160,11 @@ class LecternServer:
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
-        raise RuntimeError("server did not become ready")
+        self.process.kill()  # not left running, parentless, once the test has failed
+        self.process.wait()
+        self.log.close()
+        self._drop_database()
+        raise RuntimeError(f"server did not become ready in {timeout:.0f} s")
 
     def create_key(self, tenant: str = "acme", user: str = "alice", scopes: list[str] | None = None) -> str:
         args = [sys.executable, "-m", "lectern", "admin", "create-key", "--tenant", tenant, "--user", user]
