@@ -28,6 +28,7 @@ from lectern.settings import Settings
 from lectern.store import job_lifecycle as lifecycle
 from lectern.store import retention
 from lectern.store import sessions as session_rows
+from lectern.store.db import log_failure
 from lectern.store.tenants import running_jobs_cap
 from lectern.webhooks import run_delivery_loop
 
@@ -121,8 +122,8 @@ class JobRunner:
                 if row is not None:
                     self._run(source.job(self._services, row, self.worker_id))
                     continue
-            except Exception:
-                log.exception("claiming a %s failed", source.job.kind.noun)
+            except Exception as exc:
+                log_failure(self._services.db, exc, log, f"claiming a {source.job.kind.noun}")
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(settings.job_poll_seconds):
@@ -153,16 +154,16 @@ class JobRunner:
                         log.warning("failed %d %s job(s) whose workers kept stopping", failed, kind.noun)
                     async with services.db() as s:
                         await lifecycle.purge_due(s, kind)
-            except Exception:
-                log.exception("job sweep failed")
+            except Exception as exc:
+                log_failure(services.db, exc, log, "the job sweep")
             if time.monotonic() >= retention_due:  # its own try: a failure here never stops the sweeps above
                 retention_due = time.monotonic() + services.settings.retention_sweep_seconds
                 try:
                     purged = await retention.purge_expired(services.db)
                     if purged:
                         log.info("retention periods ended: purged %s", purged)
-                except Exception:
-                    log.exception("retention sweep failed")
+                except Exception as exc:
+                    log_failure(services.db, exc, log, "the retention sweep")
             await asyncio.sleep(services.settings.sweep_interval_seconds)
 
 

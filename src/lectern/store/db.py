@@ -174,3 +174,12 @@ def create_db_engine(url: str) -> AsyncEngine:
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def log_failure(db: async_sessionmaker[AsyncSession], exc: BaseException, logger: logging.Logger, what: str) -> None:
+    """For background loops: an outage is reported once (DatabaseStatus), anything else with its
+    traceback; the loop carries on either way and retries at its next turn."""
+    if is_unavailable(exc):
+        database_status(db).failed(exc)
+    else:
+        logger.exception("%s failed", what)

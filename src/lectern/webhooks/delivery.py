@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from lectern.settings import Settings
 from lectern.store.batch_models import WebhookDeliveryRow
+from lectern.store.db import log_failure
 from lectern.store.models import rfc3339, utcnow
 from lectern.webhooks.guard import GuardedTransport, WebhookRefused, allowed_hosts, check_webhook
 from lectern.webhooks.signing import sign
@@ -275,8 +276,8 @@ async def run_delivery_loop(db: Sessions, settings: Settings, poll_seconds: floa
         while True:
             try:
                 delivered = await deliver_due(db, settings, client)
-            except Exception:  # the database away, say: try again after a pause
-                log.exception("webhook delivery loop failed; retrying")
+            except Exception as exc:  # the database away, say: try again after a pause
+                log_failure(db, exc, log, "the webhook delivery loop")
                 delivered = 0
             if not delivered:
                 await asyncio.sleep(poll_seconds)
