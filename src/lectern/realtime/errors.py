@@ -15,7 +15,10 @@ class ErrorKind(enum.Enum):
     CHUNK_TOO_LARGE = "chunk_too_large"
     QUEUE_OVERFLOW = "queue_overflow"
     COMMIT_THROTTLED = "commit_throttled"
-    RESOURCE_EXHAUSTED = "resource_exhausted"
+    RESOURCE_EXHAUSTED = "resource_exhausted"  # this node has no recognizer free
+    CONCURRENCY_LIMIT = "concurrency_limit"  # the tenant or user has its cap of streams open
+    QUOTA_EXCEEDED = "quota_exceeded"  # the tenant's monthly transcription minutes are used up
+    RATE_LIMITED = "rate_limited"  # too many stream starts, or failed authentications from the address
     TIME_LIMIT = "time_limit"
     IDLE_TIMEOUT = "idle_timeout"
     ENGINE = "engine"

@@ -107,6 +107,11 @@ class ResumableClient:
             if isinstance(event, _Dropped):
                 if self._link is not None:  # resumed already
                     continue
+                if self.received_bytes == 0:
+                    # Gone before sending any audio: nothing to resume, and a flood of starts whose
+                    # connections drop must not hold their tenant's stream slots for the grace period.
+                    yield ClientClosed(normal=False)
+                    return
                 yield ClientAway()
                 try:
                     await asyncio.wait_for(self._attached.wait(), self.grace_seconds)

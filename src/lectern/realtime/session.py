@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from lectern.auth.principal import Principal
+from lectern.realtime import admission
 from lectern.realtime.config import ClientInfo, StreamConfig
 from lectern.realtime.errors import KEY_NO_LONGER_VALID, ErrorKind, StreamError, database_required
 from lectern.realtime.outbox import Outbox, StreamEvents
@@ -102,6 +103,8 @@ class StreamSession:
         self._recording: RecordingWriter | None = None
         self._outbox: Outbox | None = None
         self._stopped = False
+        # Where (processed bytes) the tenant's transcription quota runs out; None: no quota.
+        self._quota_end: int | None = None
         self._record = SessionRecord(
             services.db, self.id, lease_seconds=self._settings.lease_seconds,
             retry_seconds=self._settings.lease_renew_seconds,
@@ -114,7 +117,8 @@ class StreamSession:
     async def open(
         cls, services: Services, config: StreamConfig, principal: Principal, client: ClientInfo
     ) -> "StreamSession":
-        """Create the session row, reserve a recognizer and go ACTIVE, or raise StreamError."""
+        """Reserve a recognizer, create the session row within the tenant's and user's caps and
+        quota (realtime/admission.py), and go ACTIVE; or raise StreamError."""
         spec = StreamSpec(
             format=config.audio_format,
             model=config.model.name,
@@ -145,8 +149,8 @@ class StreamSession:
         config = self.config
         if config.recording:
             self._recording = RecordingWriter(self._services.recordings_dir, self._principal.tenant_id, self.id)
-        await rows.create(
-            self._services.db,
+        seconds_left = await admission.create_row(
+            self._services,
             {
                 "id": self.id,
                 "tenant_id": self._principal.tenant_id,
@@ -164,8 +168,9 @@ class StreamSession:
                 "metadata_": config.metadata,
                 "config": config.echo,
             },
-            self._settings.lease_seconds,
+            config.model.name,
         )
+        self._set_quota(0, seconds_left)
         await rows.update_session(self._services.db, self.id, state=rows.ACTIVE)
 
     async def run(self, client_events: AsyncIterator[ClientEvent], events: StreamEvents) -> StreamError | None:
@@ -364,7 +369,14 @@ class StreamSession:
                 assert isinstance(more, bytes)
                 parts.append(more)
                 size += len(more)
-            await self._feed(b"".join(parts) if len(parts) > 1 else item)
+            data = b"".join(parts) if len(parts) > 1 else item
+            room = self._quota_room()
+            if room is not None and len(data) > room:
+                # Recognize up to the quota's end, then end the stream: that audio is counted.
+                if room:
+                    await self._feed(data[:room])
+                raise admission.quota_exceeded()
+            await self._feed(data)
 
     async def _feed(self, data: bytes) -> None:
         result = await self._handle.feed(data)
@@ -441,15 +453,43 @@ class StreamSession:
     def _duration_ms(self) -> int:
         return self._processed_bytes * 1000 // self._bytes_per_second
 
+    def _set_quota(self, processed: int, seconds_left: float | None) -> None:
+        """The quota ends ``seconds_left`` after ``processed`` bytes (what the row recorded when
+        the quota was read)."""
+        if seconds_left is None:
+            self._quota_end = None
+            return
+        sample = self.config.audio_format.bytes_per_sample
+        self._quota_end = processed + int(seconds_left * self._bytes_per_second) // sample * sample
+
+    def _quota_room(self) -> int | None:
+        """Bytes the stream may still process before the quota runs out; None: no quota."""
+        return None if self._quota_end is None else max(0, self._quota_end - self._processed_bytes)
+
     async def _keep_lease(self) -> None:
         """Renew the lease (writing segments that wait for the database) until processing ends;
         the stream ends when its API key has been revoked or has expired, on whichever node."""
         while True:
             await asyncio.sleep(self._settings.lease_renew_seconds)
+            processed = self._processed_bytes
             try:
-                key_usable = await self._record.renew(self._duration_ms())
+                key_usable = await self._record.renew(processed * 1000 // self._bytes_per_second)
             except Exception:
                 log.exception("lease renewal failed for stream %s", self.id)
                 continue
             if key_usable is False:
                 raise StreamError(ErrorKind.AUTH, KEY_NO_LONGER_VALID)
+            if key_usable is not None:  # the row has this stream's duration: read what is left now
+                await self._renew_quota(processed)
+
+    async def _renew_quota(self, processed: int) -> None:
+        """Other streams and nodes (and batch jobs) spend from the same quota: re-read it. The
+        stream ends at once if it is already past the new end, else when its audio reaches it."""
+        try:
+            left = await admission.seconds_left(self._services, self._principal.tenant_id)
+        except Exception:  # the database went away since the renewal: keep the previous end
+            log.warning("could not read the quota of stream %s", self.id)
+            return
+        self._set_quota(processed, left)
+        if self._quota_room() == 0:
+            raise admission.quota_exceeded()

@@ -21,6 +21,7 @@ from lectern.auth.principal import AuthError, Principal
 from lectern.auth.scopes import SESSIONS_WRITE
 from lectern.json_input import JsonInputError, parse_json
 from lectern.param_values import is_language_code
+from lectern.realtime import admission
 from lectern.realtime.config import StreamConfig, VadSettings
 from lectern.realtime.errors import ErrorKind, StreamError, database_required
 from lectern.realtime.protocols.params import ParamError, QueryParams, model_alias
@@ -48,6 +49,10 @@ MESSAGE_TYPES = {
     ErrorKind.QUEUE_OVERFLOW: "queue_overflow",
     ErrorKind.COMMIT_THROTTLED: "commit_throttled",
     ErrorKind.RESOURCE_EXHAUSTED: "resource_exhausted",
+    # The account's limits: the service's 429s (concurrent requests, request rate) are rate_limited.
+    ErrorKind.CONCURRENCY_LIMIT: "rate_limited",
+    ErrorKind.RATE_LIMITED: "rate_limited",
+    ErrorKind.QUOTA_EXCEEDED: "quota_exceeded",
     ErrorKind.TIME_LIMIT: "session_time_limit_exceeded",
     ErrorKind.ENGINE: "transcriber_error",
     ErrorKind.UNAVAILABLE: "error",  # no specific type: the generic server error
@@ -165,7 +170,8 @@ def parse_request(
 async def authenticate(services: Services, websocket: WebSocket) -> Principal:
     token = websocket.query_params.get("token")
     try:
-        async with database_required(), services.db() as db:
+        async with (admission.authentication_attempt(services, client_info(websocket).address),
+                    database_required(), services.db() as db):
             if token:
                 principal = await keys.redeem_single_use_token(db, token, "realtime_scribe")
             else:
@@ -296,6 +302,7 @@ async def realtime_endpoint(websocket: WebSocket) -> None:
             raise StreamError(ErrorKind.INVALID_REQUEST, str(exc)) from None
         if config.recording and not principal.recording_allowed:
             raise StreamError(ErrorKind.INVALID_REQUEST, "Recording is disabled for this tenant.")
+        await admission.spend_stream_start(services, principal)
         session = await StreamSession.open(services, config, principal, client_info(websocket))
     except StreamError as exc:
         await _fail(ScribeEvents(websocket, ScribeOptions(False, False, ())), exc)

@@ -21,6 +21,7 @@ from lectern.auth.principal import AuthError, Principal
 from lectern.auth.principals import authenticate
 from lectern.auth.scopes import SESSIONS_WRITE
 from lectern.json_input import JsonInputError, parse_json
+from lectern.realtime import admission
 from lectern.realtime.config import StreamConfig, VadSettings
 from lectern.realtime.errors import ErrorKind, StreamError, database_required
 from lectern.realtime.protocols.params import MAX_MODEL_ALIAS
@@ -45,13 +46,17 @@ CODES = {
     ErrorKind.COMMIT_THROTTLED: "INVALID_ARGUMENT",
     ErrorKind.QUEUE_OVERFLOW: "RESOURCE_EXHAUSTED",
     ErrorKind.RESOURCE_EXHAUSTED: "RESOURCE_EXHAUSTED",
+    ErrorKind.CONCURRENCY_LIMIT: "RESOURCE_EXHAUSTED",  # gRPC's code for a per-tenant or per-user limit too
+    ErrorKind.QUOTA_EXCEEDED: "QUOTA_EXCEEDED",
+    ErrorKind.RATE_LIMITED: "RATE_LIMITED",
     ErrorKind.TIME_LIMIT: "DEADLINE_EXCEEDED",
     ErrorKind.IDLE_TIMEOUT: "DEADLINE_EXCEEDED",
     ErrorKind.ENGINE: "UNAVAILABLE",
     ErrorKind.UNAVAILABLE: "UNAVAILABLE",
     ErrorKind.INTERNAL: "INTERNAL",
 }
-CLOSE_CODES = {"INTERNAL": 1011, "UNAVAILABLE": 1011, "RESOURCE_EXHAUSTED": 1013}
+CLOSE_CODES = {"INTERNAL": 1011, "UNAVAILABLE": 1011, "RESOURCE_EXHAUSTED": 1013, "RATE_LIMITED": 1013,
+               "QUOTA_EXCEEDED": 1008}
 POLICY_CLOSE = 1008  # refused before a session existed: credentials, arguments, unknown session
 REPLACED_CLOSE = 4000  # another connection resumed this session
 
@@ -141,14 +146,14 @@ def parse_start(message: dict[str, Any], max_metadata_bytes: int, models: ModelR
     return StartRequest(api_key, token, config)
 
 
-async def _principal(services: Services, request: StartRequest) -> Principal:
+async def _principal(services: Services, request: StartRequest, address: str) -> Principal:
     try:
-        async with database_required(), services.db() as db:
+        async with admission.authentication_attempt(services, address), database_required(), services.db() as db:
             authorization = f"Bearer {request.token}" if request.token else None
             principal = await authenticate(db, services.jwt, request.api_key, authorization)
     except AuthError as exc:
         raise ProtocolError("UNAUTHENTICATED", str(exc)) from None
-    except StreamError as exc:  # the database is unreachable
+    except StreamError as exc:  # the database is unreachable, or the address is rate limited
         raise ProtocolError(CODES[exc.kind], exc.message) from None
     if not principal.has(SESSIONS_WRITE):
         raise ProtocolError("PERMISSION_DENIED", f"the credentials lack the {SESSIONS_WRITE} scope")
@@ -239,8 +244,9 @@ async def _start(
     services: Services, streams: ResumableStreams, websocket: WebSocket, message: dict[str, Any]
 ) -> tuple[ResumableClient, NativeEvents]:
     request = parse_start(message, services.settings.max_metadata_bytes, services.models)
-    principal = await _principal(services, request)
+    principal = await _principal(services, request, client_info(websocket).address)
     try:
+        await admission.spend_stream_start(services, principal)
         session = await StreamSession.open(services, request.config, principal, client_info(websocket))
     except StreamError as exc:
         raise ProtocolError(CODES[exc.kind], exc.message) from None

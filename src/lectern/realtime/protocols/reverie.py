@@ -26,6 +26,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from lectern.auth import keys
 from lectern.auth.principal import AuthError, Principal
 from lectern.auth.scopes import SESSIONS_WRITE
+from lectern.realtime import admission
 from lectern.realtime.config import StreamConfig, VadSettings
 from lectern.realtime.errors import ErrorKind, StreamError, database_required
 from lectern.realtime.protocols.params import ParamError, QueryParams
@@ -71,7 +72,12 @@ ERROR_CAUSES = {
     ErrorKind.INTERNAL: (500, "internal error"),
     ErrorKind.UNAVAILABLE: (503, "service unavailable"),
     ErrorKind.AUTH: (403, "Forbidden"),  # the stream's key revoked or expired while it ran
+    ErrorKind.QUOTA_EXCEEDED: (403, "Forbidden"),  # Reverie's "The provided credit limit is exhausted."
+    ErrorKind.CONCURRENCY_LIMIT: (429, "too many streams"),
+    ErrorKind.RATE_LIMITED: (429, "too many requests"),
 }
+# Reverie's own words for a spent quota (its API messages table), before ours.
+CREDIT_EXHAUSTED = "The provided credit limit is exhausted."
 
 
 class ReverieError(Exception):
@@ -170,13 +176,14 @@ def parse_request(params: QueryParams, models: ModelRegistry) -> ReverieRequest:
     return ReverieRequest(app_id, api_key, config, decoder, punctuate, continuous)
 
 
-async def authenticate(services: Services, request: ReverieRequest) -> Principal:
+async def authenticate(services: Services, request: ReverieRequest, address: str) -> Principal:
     try:
-        async with database_required(), services.db() as db:
+        async with admission.authentication_attempt(services, address), database_required(), services.db() as db:
             principal = await keys.authenticate_api_key(db, request.api_key)
     except AuthError:
         raise ReverieError(403, "Forbidden", "invalid credentials: apikey is not a valid API key") from None
     if principal.tenant_name != request.app_id:
+        await admission.count_failed_authentication(services, address)
         raise ReverieError(403, "Forbidden", "invalid credentials: appid is not the API key's tenant")
     if not principal.has(SESSIONS_WRITE):
         raise ReverieError(403, "Forbidden", f"not authorized to use the STT API: the key lacks {SESSIONS_WRITE}")
@@ -319,17 +326,18 @@ async def stream_endpoint(websocket: WebSocket) -> None:
     await websocket.accept()
     try:
         request = parse_request(QueryParams(websocket.query_params.multi_items()), services.models)
-        principal = await authenticate(services, request)
+        principal = await authenticate(services, request, client_info(websocket).address)
         config = request.config
         if config.recording and not principal.recording_allowed:  # logging keeps what the tenant allows
             config = replace(config, recording=False)
+        await admission.spend_stream_start(services, principal)
         session = await StreamSession.open(services, config, principal, client_info(websocket))
     except ReverieError as exc:
         await _refuse(websocket, exc)
         return
     except StreamError as exc:
         code, cause = ERROR_CAUSES.get(exc.kind, (500, "internal error"))
-        await _refuse(websocket, ReverieError(code, cause, exc.message))
+        await _refuse(websocket, ReverieError(code, cause, _explained(exc)))
         return
     events = ReverieEvents(websocket, session.id.hex, request)
     try:
@@ -357,10 +365,14 @@ async def _finish(events: ReverieEvents, audio_seconds: float, min_seconds: floa
             await events.final("timeout")
         else:
             code, cause = ERROR_CAUSES.get(error.kind, (500, "internal error"))
-            await events.send(error_message(events.stream_id, code, cause, error.message))
+            await events.send(error_message(events.stream_id, code, cause, _explained(error)))
     except (WebSocketDisconnect, RuntimeError):  # the client left first
         return
     await close_quietly(events.websocket)
+
+
+def _explained(error: StreamError) -> str:
+    return f"{CREDIT_EXHAUSTED} {error.message}" if error.kind is ErrorKind.QUOTA_EXCEEDED else error.message
 
 
 async def _refuse(websocket: WebSocket, error: ReverieError) -> None:
