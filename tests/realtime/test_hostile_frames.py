@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import psutil
 import pytest
+from websockets.asyncio.client import connect
 
 from tests.conftest import LecternServer
 from tests.realtime import native_wire as native
@@ -217,3 +218,13 @@ async def test_hostile_json_during_a_native_session_is_an_error_frame(server, me
     assert closed.code == 1000, closed
     row = await native.ended_row(server, info["sessionId"])
     assert row["state"] == "FAILED", row
+
+
+async def test_a_user_agent_longer_than_the_session_row_keeps_is_cut_not_fatal(server):
+    url = f"{server.ws_url}{scribe.PATH}?{scribe.MODEL}"
+    agent = "agent/" + "x" * 994
+    async with connect(url, additional_headers={"xi-api-key": scribe.key_for(server)}, user_agent_header=agent,
+                       open_timeout=scribe.OPEN_TIMEOUT) as ws:
+        started = await scribe.expect_started(ws)
+    row = await scribe.final_row(server, started["session_id"], reverie.ENDED)
+    assert row["user_agent"] == agent[:500], row["user_agent"]

@@ -51,6 +51,8 @@ def probe(path: Path, max_seconds: float = DEFAULT_MAX_SECONDS) -> AudioInfo:
     samples: dict[int, int] = {}  # decoded samples per sample rate (a file may change rate midway)
     seconds = 0.0
     for frame in _frames(path):
+        if frame.sample_rate <= 0:
+            raise UnsupportedAudio("the audio has no sample rate")
         samples[frame.sample_rate] = samples.get(frame.sample_rate, 0) + frame.samples
         seconds += frame.samples / frame.sample_rate
         if seconds > max_seconds:
