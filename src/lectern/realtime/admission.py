@@ -67,8 +67,9 @@ async def create_row(services: Services, values: dict[str, Any], model: str) -> 
     raise _refused(result)
 
 
-async def seconds_left(services: Services, tenant_id: uuid.UUID) -> float | None:
-    return await stream_admission.transcription_seconds_left(services.db, tenant_id)
+async def stream_quota(services: Services, tenant_id: uuid.UUID, session_id: uuid.UUID) -> tuple[int, float | None]:
+    """The stream's recorded duration (ms) and its tenant's quota left then (seconds; None: unlimited)."""
+    return await stream_admission.stream_quota(services.db, tenant_id, session_id)
 
 
 def quota_exceeded() -> StreamError:

@@ -453,14 +453,15 @@ class StreamSession:
     def _duration_ms(self) -> int:
         return self._processed_bytes * 1000 // self._bytes_per_second
 
-    def _set_quota(self, processed: int, seconds_left: float | None) -> None:
-        """The quota ends ``seconds_left`` after ``processed`` bytes (what the row recorded when
-        the quota was read)."""
+    def _set_quota(self, recorded_ms: int, seconds_left: float | None) -> None:
+        """The quota ends ``seconds_left`` after ``recorded_ms``, the duration the row had when
+        the quota was read; in whole milliseconds, as durations are counted."""
         if seconds_left is None:
             self._quota_end = None
             return
         sample = self.config.audio_format.bytes_per_sample
-        self._quota_end = processed + int(seconds_left * self._bytes_per_second) // sample * sample
+        end_ms = recorded_ms + round(seconds_left * 1000)
+        self._quota_end = end_ms * self._bytes_per_second // 1000 // sample * sample
 
     def _quota_room(self) -> int | None:
         """Bytes the stream may still process before the quota runs out; None: no quota."""
@@ -468,28 +469,28 @@ class StreamSession:
 
     async def _keep_lease(self) -> None:
         """Renew the lease (writing segments that wait for the database) until processing ends;
-        the stream ends when its API key has been revoked or has expired, on whichever node."""
+        the stream ends when its API key has been revoked or has expired, on whichever node, or
+        when its tenant's transcription quota is used up."""
         while True:
             await asyncio.sleep(self._settings.lease_renew_seconds)
-            processed = self._processed_bytes
             try:
-                key_usable = await self._record.renew(processed * 1000 // self._bytes_per_second)
+                key_usable = await self._record.renew(self._duration_ms())
             except Exception:
                 log.exception("lease renewal failed for stream %s", self.id)
                 continue
             if key_usable is False:
                 raise StreamError(ErrorKind.AUTH, KEY_NO_LONGER_VALID)
             if key_usable is not None:  # the row has this stream's duration: read what is left now
-                await self._renew_quota(processed)
+                await self._renew_quota()
 
-    async def _renew_quota(self, processed: int) -> None:
+    async def _renew_quota(self) -> None:
         """Other streams and nodes (and batch jobs) spend from the same quota: re-read it. The
         stream ends at once if it is already past the new end, else when its audio reaches it."""
         try:
-            left = await admission.seconds_left(self._services, self._principal.tenant_id)
+            recorded_ms, left = await admission.stream_quota(self._services, self._principal.tenant_id, self.id)
         except Exception:  # the database went away since the renewal: keep the previous end
             log.warning("could not read the quota of stream %s", self.id)
             return
-        self._set_quota(processed, left)
+        self._set_quota(recorded_ms, left)
         if self._quota_room() == 0:
             raise admission.quota_exceeded()

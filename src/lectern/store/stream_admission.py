@@ -72,10 +72,18 @@ async def create_within_caps(
         return Admitted(left)
 
 
-async def transcription_seconds_left(db: async_sessionmaker[AsyncSession], tenant_id: uuid.UUID) -> float | None:
-    """The tenant's transcription quota left now (every node's streams and jobs spend from it)."""
+async def stream_quota(
+    db: async_sessionmaker[AsyncSession], tenant_id: uuid.UUID, session_id: uuid.UUID
+) -> tuple[int, float | None]:
+    """A live stream's duration as its row records it, and its tenant's transcription quota left
+    (every node's streams and jobs spend from it; None: unlimited), read from one snapshot so that
+    a commit landing between the two reads is not counted in one and missing from the other."""
     async with db() as s:
-        return (await quotas(s, tenant_id)).transcription_seconds_left
+        if s.bind.dialect.name == "postgresql":
+            await s.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+        recorded_ms = await s.scalar(select(StreamSessionRow.duration_ms).where(StreamSessionRow.id == session_id))
+        left = (await quotas(s, tenant_id)).transcription_seconds_left
+    return int(recorded_ms or 0), left
 
 
 async def _lock_tenant(s: AsyncSession, tenant_id: uuid.UUID) -> None:
