@@ -127,7 +127,8 @@ class Settings(BaseSettings):
 
     single_use_token_ttl_seconds: int = Field(default=900, gt=0)
     recording_download_bytes_per_second: int = Field(
-        default=1 << 20, ge=0, description="bandwidth of one recording download; 0 for unlimited"
+        default=1 << 20, ge=0, description="bandwidth of one tenant's downloads (recordings and files "
+        "together) when LECTERN_DOWNLOAD_BYTES_PER_SECOND_PER_TENANT is not set; 0 for unlimited"
     )
     create_dev_key: bool = Field(default=True, description="print a development key when none exists")
 
@@ -183,6 +184,12 @@ class Settings(BaseSettings):
     max_file_seconds: float = Field(
         default=36000.0, gt=0, description="longest audio an uploaded file may hold, measured by decoding it "
         "(not from its header); decoding stops there and the upload is refused with 413")
+
+    # Fair sharing on the REST side (api/pacing.py): download bandwidth per tenant.
+    download_bytes_per_second_per_tenant: int | None = Field(
+        default=None, ge=0, description="bandwidth of all of one tenant's recording and file downloads together "
+        "(one token bucket per tenant in each process); 0 for unlimited; default: "
+        "LECTERN_RECORDING_DOWNLOAD_BYTES_PER_SECOND")
 
     @property
     def recordings_dir(self) -> Path:

@@ -22,9 +22,19 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
+from lectern.api import rate_limits
 from lectern.api.errors import ApiError
 from lectern.api.scribe_answer import ScribeTranscript, answer
-from lectern.api.scribe_errors import ScribeError, ScribeErrorBody, invalid, unauthorized, upload_error
+from lectern.api.scribe_errors import (
+    ScribeError,
+    ScribeErrorBody,
+    invalid,
+    quota_exceeded,
+    too_many_requests,
+    unauthorized,
+    upload_error,
+    zero_retention_refused,
+)
 from lectern.api.scribe_form import MAX_KEYTERMS, REQUEST_BODY, ScribeRequest, boolean, parse_form
 from lectern.api.scribe_pcm import as_wav
 from lectern.api.transcription_models import DiarizationOptions, LanguageOptions, TranscriptionOptions
@@ -35,7 +45,8 @@ from lectern.auth.principal import AuthError, Principal
 from lectern.auth.principals import authenticate
 from lectern.auth.scopes import FILES_WRITE, TRANSCRIPTIONS_WRITE
 from lectern.jobs.queue import CANCELLED, COMPLETED, TERMINAL
-from lectern.jobs.transcription import AUDIO_DECODING_FAILED, FILE_NOT_FOUND
+from lectern.jobs.transcription import AUDIO_DECODING_FAILED, FILE_NOT_FOUND, QUOTA_EXCEEDED
+from lectern.rate_limits import RateLimited
 from lectern.services import Services
 from lectern.speech.decode import UnsupportedAudio
 from lectern.speech.models import ModelRegistry
@@ -43,6 +54,8 @@ from lectern.store import files as file_store
 from lectern.store import job_lifecycle as lifecycle
 from lectern.store import transcriptions as jobs
 from lectern.store.batch_models import FileRow, TranscriptionRow, TranscriptionSegmentRow
+from lectern.store.models import Tenant
+from lectern.store.quotas import QuotaExceeded, Quotas, check_transcription, quotas, storage_refusal
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +71,23 @@ NO_CREDENTIALS = "Neither authorization header nor xi-api-key received, please p
 
 
 async def _caller(request: Request, services: Services) -> Principal:
+    """The authenticated caller, past its rate limits (429 in ElevenLabs' shape): an address that
+    keeps failing to authenticate is refused before its credentials are looked at."""
+    try:
+        await rate_limits.refuse_failing_address(request)
+        try:
+            caller = await _authenticated(request, services)
+        except ScribeError as exc:
+            if exc.http_status == 401:
+                await rate_limits.count_failed_authentication(request)
+            raise
+        await rate_limits.admit(request, caller)  # the requests budget and the uploads one
+    except RateLimited as exc:
+        raise too_many_requests(exc) from None
+    return caller
+
+
+async def _authenticated(request: Request, services: Services) -> Principal:
     """``xi-api-key`` as ElevenLabs' clients send it; the platform's ``X-API-Key`` or a bearer JWT;
     or a single-use ``token`` query parameter of type ``batch_scribe``."""
     api_key = request.headers.get("xi-api-key") or request.headers.get("x-api-key")
@@ -82,6 +112,21 @@ async def _caller(request: Request, services: Services) -> Principal:
     return caller
 
 
+async def _admissible(services: Services, caller: Principal, enable_logging: bool) -> Quotas:
+    """The tenant's quotas, once checked that it may ask for zero retention (when it does) and that
+    its transcription minutes are not spent: both refused before the upload streams in."""
+    async with services.db() as s:
+        tenant = await s.get(Tenant, caller.tenant_id)
+        if not enable_logging and tenant is not None and not tenant.zero_retention_allowed:
+            raise zero_retention_refused()
+        left = await quotas(s, caller.tenant_id)
+    try:
+        check_transcription(left, None)
+    except QuotaExceeded as exc:
+        raise quota_exceeded(str(exc)) from None
+    return left
+
+
 # -- the route -------------------------------------------------------------------------------------
 
 
@@ -93,9 +138,12 @@ async def _caller(request: Request, services: Services) -> Principal:
         200: {"model": ScribeTranscript, "description": "The transcript."},
         **{status: {"model": ScribeErrorBody, "description": description} for status, description in (
             (400, "Invalid or unsupported parameters, or audio that cannot be decoded"),
-            (401, "Missing or invalid credentials"), (403, "The key lacks a scope"),
+            (401, "Missing or invalid credentials"),
+            (403, "The key lacks a scope, the tenant's transcription minutes are spent (`quota_exceeded`), or "
+                  "it may not ask for zero retention (`enable_logging=false`)"),
             (409, "The job was cancelled, or its file deleted, before it ended"),
-            (413, "The file is larger than the upload limit"), (415, "Not multipart/form-data"),
+            (413, "The file is larger than the upload limit, or than what is left of the storage quota"),
+            (415, "Not multipart/form-data"), (429, "Rate limited (`Retry-After` says when to retry)"),
             (500, "The transcription failed"))},
     },
     openapi_extra={"requestBody": REQUEST_BODY},
@@ -122,9 +170,11 @@ async def _speech_to_text(request: Request, services: Services) -> Response:
     settings = services.settings
     caller = await _caller(request, services)
     enable_logging = boolean(request.query_params.get("enable_logging"), "enable_logging", True)
+    left = await _admissible(services, caller, enable_logging)
     try:
         upload = await receive_upload(request, max_bytes=settings.max_upload_bytes, spool_dir=settings.uploads_dir,
-                                      max_fields=MAX_FIELDS, max_field_bytes=MAX_FIELD_BYTES)
+                                      max_fields=MAX_FIELDS, max_field_bytes=MAX_FIELD_BYTES,
+                                      storage_left=left.storage_bytes.available, storage_refusal=storage_refusal(left))
     except UploadError as exc:
         raise upload_error(exc) from None
     async with upload:
@@ -134,7 +184,7 @@ async def _speech_to_text(request: Request, services: Services) -> Response:
             raise invalid("the file is empty", "file")
         stored = await as_wav(upload, settings.uploads_dir) if scribe.pcm else upload
         async with stored:
-            file = await _ingest(services, caller, stored)
+            file = await _ingest(services, caller, stored, left)
     async with services.db() as s:
         job = await jobs.create(s, {**values, "file_id": file.id, "duration_seconds": file.duration_seconds})
     request.app.state.jobs.wake()
@@ -166,10 +216,14 @@ def _values(caller: Principal, scribe: ScribeRequest, models: ModelRegistry) -> 
     return {**values, "options": {**values["options"], **extra}}
 
 
-async def _ingest(services: Services, caller: Principal, upload: Upload) -> FileRow:
+async def _ingest(services: Services, caller: Principal, upload: Upload, left: Quotas) -> FileRow:
+    """The upload as a file, unless its audio passes what is left of the transcription minutes."""
     try:
         return await file_store.ingest_upload(services, caller, upload, name=upload.filename or "upload", path="/",
-                                              description=None, metadata=None, tags=[])
+                                              description=None, metadata=None, tags=[],
+                                              accept=lambda audio: check_transcription(left, audio.duration_seconds))
+    except QuotaExceeded as exc:
+        raise quota_exceeded(str(exc)) from None
     except file_store.EmptyFile as exc:
         raise invalid(f"file: {exc}", "file") from None
     except UnsupportedAudio as exc:
@@ -209,6 +263,8 @@ def _outcome(row: TranscriptionRow) -> TranscriptionRow:
     message = (row.errors or [{}])[0].get("message") or "the transcription failed"
     if row.error_code == AUDIO_DECODING_FAILED:
         raise ScribeError(400, f"the file cannot be transcribed: {message}", param="file", code="invalid_audio")
+    if row.error_code == QUOTA_EXCEEDED:  # other jobs or streams spent the minutes while it waited
+        raise quota_exceeded(message)
     if row.error_code == FILE_NOT_FOUND:
         raise ScribeError(409, message, param="file", type="invalid_request", code="file_deleted")
     raise ScribeError(500, message, type="internal_error", code=(row.error_code or "internal_error").lower())

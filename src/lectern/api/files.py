@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import urllib.parse
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -34,13 +34,15 @@ from lectern.api.file_fields import (
     valid_path,
     valid_tags,
 )
+from lectern.api.pacing import download_pacer
 from lectern.api.recording import parse_range, shown_range
 from lectern.api.params import NO_CONTROL_CHARACTERS, Timestamp, instant
 from lectern.api.uploads import Upload, UploadError, receive_upload
 from lectern.auth.principal import Principal
 from lectern.auth.scopes import FILES_DELETE, FILES_READ, FILES_WRITE
-from lectern.speech.decode import AudioTooLong, UnsupportedAudio
+from lectern.speech.decode import AudioInfo, AudioTooLong, UnsupportedAudio
 from lectern.store import files as store
+from lectern.store import quotas as quota_store
 from lectern.store.batch_models import FileRow
 
 router = APIRouter(prefix="/api/v1/speech-services/files", tags=["Files"])
@@ -174,28 +176,38 @@ async def upload_file(
     # The session that authenticated the caller (the same one: dependencies are cached) would
     # hold a pooled connection for as long as the upload streams in: give it back first.
     await db.close()
-    upload = await received_upload(request)
+    upload = await received_upload(request, caller)
     async with upload:
         row = await ingest(request, caller, upload, file_fields(upload, services(request).settings.max_metadata_bytes))
     response.headers["Location"] = f"{router.prefix}/{row.id}"
     return file_response(row)
 
 
-async def received_upload(request: Request) -> Upload:
-    """The request's upload, spooled within the size limit; problem+json (413, 415, 400) if not acceptable."""
+async def received_upload(request: Request, caller: Principal) -> Upload:
+    """The request's upload, spooled within the size limit and what is left of the tenant's storage
+    quota; problem+json (413, 415, 400) if not acceptable. Past the quota it is 413 as soon as the
+    received bytes pass it, and nothing is kept."""
     settings = services(request).settings
+    async with services(request).db() as s:
+        left = await quota_store.quotas(s, caller.tenant_id)
     try:
-        return await receive_upload(request, max_bytes=settings.max_upload_bytes, spool_dir=settings.uploads_dir)
+        return await receive_upload(request, max_bytes=settings.max_upload_bytes, spool_dir=settings.uploads_dir,
+                                    storage_left=left.storage_bytes.available,
+                                    storage_refusal=quota_store.storage_refusal(left))
     except UploadError as exc:
         raise ApiError(exc.status, exc.message, exc.field) from None
 
 
-async def ingest(request: Request, caller: Principal, upload: Upload, fields: FileFields) -> FileRow:
+async def ingest(request: Request, caller: Principal, upload: Upload, fields: FileFields,
+                 accept: Callable[[AudioInfo], None] | None = None) -> FileRow:
     """Keep an upload as the caller's file; 400 for an empty file, 415 for one that is not audio,
-    413 for one holding more audio than the limit."""
+    413 for one holding more audio than the limit; 403 when ``accept`` refuses its audio for a quota."""
     try:
         return await store.ingest_upload(services(request), caller, upload, name=fields.name, path=fields.path,
-                                         description=fields.description, metadata=fields.metadata, tags=fields.tags)
+                                         description=fields.description, metadata=fields.metadata, tags=fields.tags,
+                                         accept=accept)
+    except quota_store.QuotaExceeded as exc:
+        raise ApiError(403, str(exc), "file") from None
     except store.EmptyFile as exc:
         raise ApiError(400, f"file: {exc}", "file") from None
     except AudioTooLong as exc:
@@ -327,7 +339,7 @@ async def download_content(
     db: Annotated[AsyncSession, Depends(database)],
     range: Annotated[str | None, Header(description="One byte range, e.g. `bytes=0-65535` or `bytes=-1000`.")] = None,
 ) -> Response:
-    """The bytes as uploaded; supports `Range: bytes=...`."""
+    """The bytes as uploaded, paced by the tenant's download bandwidth; supports `Range: bytes=...`."""
     row = await _owned_file(db, id, caller)
     if row.deleted_at is not None:
         raise ApiError(410, "the file is deleted: its content is gone")
@@ -350,7 +362,8 @@ async def download_content(
         first = await anext(chunks, b"")
     except FileNotFoundError:
         raise ApiError(410, "the file's content is no longer in storage") from None
-    return StreamingResponse(_then(first, chunks), status_code=status,
+    pacer = download_pacer(request, caller.tenant_id)  # the tenant's bandwidth, shared by all its downloads
+    return StreamingResponse(pacer.paced(_then(first, chunks)), status_code=status,
                              media_type=row.content_type or "application/octet-stream", headers=headers)
 
 

@@ -1,19 +1,18 @@
-"""Recording downloads: HTTP byte ranges and a per-download bandwidth limit."""
+"""Recording downloads: HTTP byte ranges, paced by the tenant's download bandwidth (api/pacing.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import re
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 from fastapi.responses import StreamingResponse
 
 from lectern.api.errors import ApiError
+from lectern.api.pacing import Pacer
 
 MEDIA_TYPE = "audio/x-pcm"
-CHUNK = 64 * 1024
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 # Positions past any file's end: more digits than this are compared as text, never given to int()
 # (which refuses more than 4300 of them).
@@ -64,27 +63,20 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     return start, min(_position(last), size - 1) if last else size - 1
 
 
-async def _paced_read(path: Path, start: int, length: int, bytes_per_second: int) -> AsyncIterator[bytes]:
-    # Chunks of a tenth of a second's allowance, each sent only once the limit allows it, so no
-    # download (a small range included) is ever faster than the limit.
-    chunk_size = CHUNK if bytes_per_second <= 0 else max(1024, min(CHUNK, bytes_per_second // 10))
-    began = time.monotonic()
-    sent = 0
+async def _read(path: Path, start: int, length: int, chunk_size: int) -> AsyncIterator[bytes]:
     with path.open("rb") as f:
         f.seek(start)
+        sent = 0
         while sent < length:
             chunk = await asyncio.to_thread(f.read, min(chunk_size, length - sent))
             if not chunk:
                 return
-            if bytes_per_second > 0:
-                early = (sent + len(chunk)) / bytes_per_second - (time.monotonic() - began)
-                if early > 0:
-                    await asyncio.sleep(early)
             yield chunk
             sent += len(chunk)
 
 
-def recording_response(path: Path, range_header: str | None, bytes_per_second: int) -> StreamingResponse:
+def recording_response(path: Path, range_header: str | None, pacer: Pacer) -> StreamingResponse:
+    """The recording (or the range asked for), paced by its tenant's download bandwidth."""
     size = path.stat().st_size  # a live stream's file grows: serve what exists now
     selected = parse_range(range_header, size) if size else None
     headers = {"Accept-Ranges": "bytes"}
@@ -95,5 +87,5 @@ def recording_response(path: Path, range_header: str | None, bytes_per_second: i
         headers["Content-Range"] = f"bytes {selected[0]}-{selected[1]}/{size}"
     headers["Content-Length"] = str(length)
     return StreamingResponse(
-        _paced_read(path, start, length, bytes_per_second), status_code=status, media_type=MEDIA_TYPE, headers=headers
+        pacer.paced(_read(path, start, length, pacer.chunk_size)), status_code=status, media_type=MEDIA_TYPE, headers=headers
     )

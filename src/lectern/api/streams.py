@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from lectern.api.deps import database, require, services
 from lectern.api.errors import ApiError, problem_responses
 from lectern.api.params import NO_CONTROL_CHARACTERS, Timestamp, instant
+from lectern.api.pacing import download_pacer
 from lectern.api.recording import recording_response
 from lectern.auth.principal import Principal
 from lectern.auth.scopes import SESSIONS_ADMIN, SESSIONS_DELETE, SESSIONS_READ
@@ -257,8 +258,7 @@ async def download_recording(
     path = Path(session.recording_path) if session.recording_path else None
     if path is None or not path.exists():
         raise ApiError(410, "the recording is no longer in storage")
-    settings = services(request).settings
-    return recording_response(path, range, settings.recording_download_bytes_per_second)
+    return recording_response(path, range, download_pacer(request, caller.tenant_id))
 
 
 @router.delete(

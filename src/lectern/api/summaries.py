@@ -31,6 +31,7 @@ from lectern.auth.principal import Principal
 from lectern.auth.scopes import SUMMARIES_DELETE, SUMMARIES_READ, SUMMARIES_WRITE
 from lectern.jobs.queue import COMPLETED
 from lectern.store import job_lifecycle as lifecycle
+from lectern.store import quotas as quota_store
 from lectern.store import summaries as store
 from lectern.store import transcriptions
 from lectern.store.batch_models import TranscriptionRow
@@ -92,7 +93,8 @@ async def create_summary(
     db: Annotated[AsyncSession, Depends(database)],
 ) -> SpeechServiceSummaryResponse:
     """Queue a summary of a COMPLETED transcription with a prompt template the caller can see.
-    Rate limited: `LECTERN_SUMMARY_CREATE_PER_MINUTE` per key (429 with Retry-After past it)."""
+    Rate limited: `LECTERN_SUMMARY_CREATE_PER_MINUTE` per key (429 with Retry-After past it); 403
+    when the tenant's summaries or summary tokens of the month are spent."""
     transcription = await _readable_transcription(db, body.transcriptionId, caller)
     template = await visible_template(db, body.promptTemplateId, caller)
     if template is None:
@@ -102,6 +104,10 @@ async def create_summary(
                        "summarized", "transcriptionId")
     if transcription.purged_at is not None:
         raise ApiError(400, "the transcription's result has been permanently deleted", "transcriptionId")
+    try:
+        quota_store.check_summary(await quota_store.quotas(db, caller.tenant_id))
+    except quota_store.QuotaExceeded as exc:
+        raise ApiError(403, str(exc)) from None
     row = await store.create(db, {
         "tenant_id": caller.tenant_id,
         "user_id": caller.user_id,

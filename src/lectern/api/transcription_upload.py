@@ -2,7 +2,8 @@
 
 The form is the files API's (``file``, ``name``, ``path``, ``metadata``, ``tags``) plus the job's
 options as JSON strings (``transcription``, ``diarization``, ``webhook``), as multipart forms
-cannot nest. The options are checked before the file is stored, so a refused job keeps nothing.
+cannot nest. The options, and the tenant's transcription minutes, are checked before the file is
+stored, so a refused job keeps nothing.
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ from lectern.api.transcription_models import (
     TranscriptionOptions,
     job_response,
 )
-from lectern.api.transcriptions import job_values
+from lectern.api.transcriptions import job_values, minutes_left
 from lectern.auth.principal import Principal
 from lectern.auth.scopes import FILES_WRITE, TRANSCRIPTIONS_WRITE
 from lectern.json_input import JsonInputError, parse_json
+from lectern.store import quotas as quota_store
 from lectern.store import transcriptions as jobs
 
 router = APIRouter(prefix="/api/v1/speech-services/transcriptions", tags=["Transcriptions"])
@@ -85,8 +87,9 @@ async def upload_and_transcribe(
     """Stores the file (as `POST /files` does) and queues its transcription; returns both."""
     if not caller.has(FILES_WRITE):
         raise ApiError(403, f"insufficient scope: uploading a file needs {FILES_WRITE}")
+    left = await minutes_left(db, caller)  # an exhausted quota refuses before the upload streams in
     await db.close()  # give the connection back while the upload streams in
-    upload = await received_upload(request)
+    upload = await received_upload(request, caller)
     async with upload:
         fields = file_fields(upload, services(request).settings.max_metadata_bytes)
         form = upload.fields
@@ -94,7 +97,8 @@ async def upload_and_transcribe(
         diarization = _json_option(form, "diarization", DiarizationOptions) or DiarizationOptions()
         webhook = webhook_config(_json_option(form, "webhook", SpeechServiceWebhook), request)
         values = job_values(caller, options, diarization, webhook, "upload", services(request).models)
-        file = await ingest(request, caller, upload, fields)
+        file = await ingest(request, caller, upload, fields,
+                            accept=lambda audio: quota_store.check_transcription(left, audio.duration_seconds))
     async with services(request).db() as s:
         job = await jobs.create(s, {**values, "file_id": file.id, "duration_seconds": file.duration_seconds})
     request.app.state.jobs.wake()

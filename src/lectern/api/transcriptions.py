@@ -47,6 +47,7 @@ from lectern.speech.models import ModelRegistry, job_language
 from lectern.speech.subtitles import TimedText, TimedWord, to_srt, to_txt, to_vtt
 from lectern.speech.text import as_sentence
 from lectern.store import job_lifecycle as lifecycle
+from lectern.store import quotas as quota_store
 from lectern.store import transcriptions as jobs
 from lectern.store.batch_models import TranscriptionRow
 from lectern.store.models import StreamSessionRow
@@ -80,6 +81,21 @@ def job_values(caller: Principal, options: TranscriptionOptions, diarization: Di
         "options": {"punctuation": options.punctuation, "capitalization": options.capitalization},
         "webhook": webhook,
     }
+
+
+async def minutes_left(db: AsyncSession, caller: Principal) -> quota_store.Quotas:
+    """The tenant's quotas, once checked that its transcription minutes are not spent (403 if they are)."""
+    left = await quota_store.quotas(db, caller.tenant_id)
+    refuse_past_quota(left, None)
+    return left
+
+
+def refuse_past_quota(left: quota_store.Quotas, seconds: float | None) -> None:
+    """403 when ``seconds`` of audio (None: not known yet) do not fit the month's transcription minutes."""
+    try:
+        quota_store.check_transcription(left, seconds)
+    except quota_store.QuotaExceeded as exc:
+        raise ApiError(403, str(exc)) from None
 
 
 async def _result(db: AsyncSession, row: TranscriptionRow) -> SpeechServiceTranscriptionResult | None:
@@ -139,6 +155,7 @@ async def create_transcription(
     file = await readable_file(db, body.fileId, caller, "fileId")  # type: ignore[arg-type]
     if file.deleted_at is not None:
         raise ApiError(409, "the file has been deleted", "fileId")
+    refuse_past_quota(await quota_store.quotas(db, caller.tenant_id), file.duration_seconds)
     row = await jobs.create(db, {**values, "file_id": file.id, "duration_seconds": file.duration_seconds})
     request.app.state.jobs.wake()
     response.headers["Location"] = f"{router.prefix}/{row.id}"

@@ -52,6 +52,10 @@ class UploadError(Exception):
         self.field = field
 
 
+class StorageQuotaExceeded(UploadError):
+    """The file passes what is left of its tenant's storage quota (413: refused while it streams)."""
+
+
 @dataclass(slots=True)
 class Upload:
     """A received upload: the file part spooled to ``path``, the text fields in memory.
@@ -91,12 +95,16 @@ async def receive_upload(
     file_field: str = "file",
     max_field_bytes: int = 65536,
     max_fields: int = 32,
+    storage_left: int | None = None,
+    storage_refusal: str = "",
 ) -> Upload:
     """Read the request's multipart/form-data body: exactly one file part named ``file_field`` of
     at most ``max_bytes`` bytes, and at most ``max_fields`` UTF-8 text fields of ``max_field_bytes``.
 
     UploadError: 415 when the body is not multipart/form-data, 413 when the file passes its limit
-    (or the body cannot fit the limits at all), 400 for anything malformed. On any error, a client
+    (or the body cannot fit the limits at all), 400 for anything malformed; StorageQuotaExceeded
+    (with ``storage_refusal`` as its message) as soon as the file passes ``storage_left`` bytes
+    (None: no quota), since a multipart file's size is known only as it streams. On any error, a client
     disconnect or a cancellation, the temporary file is removed before this returns.
     """
     boundary = _boundary(request.headers.get("content-type"))
@@ -112,7 +120,7 @@ async def receive_upload(
     path = Path(name)
     spool = os.fdopen(descriptor, "wb")
     try:
-        reception = _Reception(file_field, max_bytes, max_field_bytes, max_fields)
+        reception = _Reception(file_field, max_bytes, max_field_bytes, max_fields, storage_left, storage_refusal)
         try:
             parser = MultipartParser(
                 boundary, reception.callbacks(),
@@ -195,9 +203,12 @@ class _Reception:
     (``take_pending``), since writing them is the async caller's business.
     """
 
-    def __init__(self, file_field: str, max_bytes: int, max_field_bytes: int, max_fields: int) -> None:
+    def __init__(self, file_field: str, max_bytes: int, max_field_bytes: int, max_fields: int,
+                 storage_left: int | None = None, storage_refusal: str = "") -> None:
         self.file_field = file_field
         self.max_bytes = max_bytes
+        self.storage_left = storage_left
+        self.storage_refusal = storage_refusal
         self.max_field_bytes = max_field_bytes
         self.max_fields = max_fields
         self.values: dict[str, list[str]] = {}
@@ -268,6 +279,8 @@ class _Reception:
             self.file_size += end - start
             if self.file_size > self.max_bytes:
                 raise UploadError(413, f"the file is larger than the limit of {self.max_bytes} bytes", self.file_field)
+            if self.storage_left is not None and self.file_size > self.storage_left:
+                raise StorageQuotaExceeded(413, self.storage_refusal, self.file_field)
             self.pending.append(data[start:end])
             self.pending_bytes += end - start
         else:

@@ -22,6 +22,7 @@ from lectern.speech.models import AUTO
 from lectern.speech.segmenter import RawSegment
 from lectern.speech.text import as_sentence
 from lectern.store import transcriptions
+from lectern.store.quotas import QuotaExceeded, check_transcription, quotas
 from lectern.store.batch_models import FileRow, TranscriptionRow, TranscriptionSegmentRow
 
 # Error codes a failed transcription reports (``errorCode`` and ``errors[].code``), with
@@ -30,6 +31,7 @@ AUDIO_DECODING_FAILED = "AUDIO_DECODING_FAILED"
 FILE_NOT_FOUND = "FILE_NOT_FOUND"
 TRANSCRIPTION_FAILED = "TRANSCRIPTION_FAILED"
 WORKER_LOST = "WORKER_LOST"
+QUOTA_EXCEEDED = "QUOTA_EXCEEDED"
 
 # How long a job whose engine worker died waits for room on a worker (its replacement loads
 # every model first, which takes seconds, more on a busy machine) before it fails.
@@ -59,6 +61,8 @@ class TranscriptionJob(ClaimedJob):
             await self._transcribe()
         except UnsupportedAudio as exc:
             raise JobFailed(AUDIO_DECODING_FAILED, str(exc)) from None
+        except QuotaExceeded as exc:
+            raise JobFailed(QUOTA_EXCEEDED, str(exc)) from None
         except FileNotFoundError:
             raise JobFailed(FILE_NOT_FOUND, "the file's content is no longer stored (it was deleted)") from None
         except EngineFailure as exc:
@@ -69,8 +73,14 @@ class TranscriptionJob(ClaimedJob):
     async def _transcribe(self) -> None:
         async with self.services.db() as s:
             file = await s.get(FileRow, self.row.file_id) if self.row.file_id else None
+            left = await quotas(s, self.row.tenant_id)
         if file is None or file.deleted_at is not None:
             raise FileNotFoundError(self.row.file_id)
+        # The quota was checked when the job was made; other jobs and streams may have spent it
+        # since. What this job already processed (a takeover's) is counted in the usage already.
+        remaining = None if file.duration_seconds is None else file.duration_seconds - self._resume_at
+        if remaining is None or remaining > 0:
+            check_transcription(left, remaining)
         async with self.services.blobs.local_path(file.blob_key) as path:
             restarts = 0
             while True:

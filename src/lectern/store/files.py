@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -18,7 +19,7 @@ from sqlalchemy import ColumnElement, Select, cast, exists, func, literal, selec
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from lectern.speech.decode import probe
+from lectern.speech.decode import AudioInfo, probe
 from lectern.store.batch_models import FileRow, TranscriptionRow
 from lectern.store.models import utcnow
 
@@ -77,8 +78,10 @@ async def ingest_upload(
     description: str | None,
     metadata: dict[str, Any] | None,
     tags: list[str],
+    accept: Callable[[AudioInfo], None] | None = None,
 ) -> FileRow:
     """Make a file of a received upload: probe it, move its bytes into the blob store, insert its row.
+    ``accept`` sees the probed audio before anything is stored and may refuse it by raising.
 
     EmptyFile when it has no bytes; the probe's UnsupportedAudio (its message is for the client)
     when they are not audio this server decodes. Either way nothing is stored, and the upload's
@@ -87,6 +90,8 @@ async def ingest_upload(
     if upload.size == 0:
         raise EmptyFile("the file is empty")
     info = await asyncio.to_thread(probe, upload.path, services.settings.max_file_seconds)  # decodes: off the loop
+    if accept is not None:
+        accept(info)
     file_id = uuid.uuid4()
     key = blob_key(caller.tenant_id, file_id)
     now = utcnow()

@@ -97,3 +97,44 @@ async def quotas(s: AsyncSession, tenant_id: uuid.UUID, now: datetime | None = N
         transcription_seconds_left=(None if minutes_limit is None
                                     else max(0.0, minutes_limit * 60 - used.transcription_seconds)),
     )
+
+
+# -- enforcement: what a request may still spend (the routes and jobs render the refusal) -----------
+
+
+class QuotaExceeded(Exception):
+    """A tenant's quota does not allow what was asked; the message is for the client."""
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f}"
+
+
+def check_transcription(q: Quotas, seconds: float | None) -> None:
+    """QuotaExceeded when the month's transcription minutes are spent, or ``seconds`` of audio
+    (None: not known yet) would pass what is left of them."""
+    entry, left = q.transcription_minutes, q.transcription_seconds_left
+    if entry.limit is None or left is None:
+        return
+    if left <= 0:  # exact seconds: ``used`` is rounded up to whole minutes
+        raise QuotaExceeded(f"monthly transcription quota exhausted: {entry.used} of {entry.limit} minutes used")
+    if seconds is not None and seconds > left:
+        raise QuotaExceeded(f"the audio's {_minutes(seconds)} minutes pass the {_minutes(left)} minutes left of "
+                            f"the monthly transcription quota ({entry.used} of {entry.limit} minutes used)")
+
+
+def check_summary(q: Quotas) -> None:
+    """QuotaExceeded when the month's summaries or summary tokens are spent."""
+    if q.summaries.exhausted:
+        raise QuotaExceeded(f"monthly summary quota exhausted: {q.summaries.used} of {q.summaries.limit} "
+                            "summaries used")
+    if q.summary_tokens.exhausted:
+        raise QuotaExceeded(f"monthly summary token quota exhausted: {q.summary_tokens.used} of "
+                            f"{q.summary_tokens.limit} tokens used")
+
+
+def storage_refusal(q: Quotas) -> str:
+    """The message for an upload that passes the storage quota."""
+    entry = q.storage_bytes
+    return (f"storage quota exceeded: the upload is larger than the {entry.available} bytes left "
+            f"({entry.used} of {entry.limit} bytes stored)")
