@@ -201,7 +201,9 @@ def test_a_model_that_cannot_be_loaded_stops_the_server_with_the_reason(tmp_path
 
 async def test_admission_counts_each_models_share_of_a_worker(make_server) -> None:
     # One worker: a Whisper stream takes all of it (1 a worker), a pocketsphinx one half (2 a worker).
-    srv = make_server(default_model=WHISPER, engine_workers=1, whisper_streams_per_worker=1, streams_per_worker=2)
+    # The tenant may fill the node (its default cap is a share of it): this is about the pool's shares.
+    srv = make_server(default_model=WHISPER, engine_workers=1, whisper_streams_per_worker=1, streams_per_worker=2,
+                      tenant_max_streams=2)
     light = "model_id=pocketsphinx-en-us"
     async with open_ws(srv, light) as first:
         await expect_started(first)
