@@ -245,7 +245,10 @@ def backend(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="session")
 def server(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LecternServer]:
     """The default server, shared by every test that needs no special settings."""
-    srv = LecternServer(tmp_path_factory.mktemp(f"server-{backend}"), backend, {})
+    # Every test file uploads through the one session key (api_key), ElevenLabs batch requests
+    # included (they spend the uploads budget too): a whole run must not reach the per-key default
+    # of 60 a minute. Rate limits are tested on servers of their own (test_*rate_limit*.py).
+    srv = LecternServer(tmp_path_factory.mktemp(f"server-{backend}"), backend, {"rate_limit_uploads": "6000/minute"})
     yield srv
     srv.stop()
 
