@@ -173,6 +173,7 @@ async def _principal_for_key(db: AsyncSession, key: ApiKey) -> Principal:
         user_name=user.external_id,
         scopes=frozenset(key.scopes),
         recording_allowed=tenant.recording_allowed,
+        zero_retention_allowed=tenant.zero_retention_allowed,
         api_key_id=key.id,
     )
 

@@ -14,6 +14,7 @@ class Principal:
     user_name: str
     scopes: frozenset[str]
     recording_allowed: bool = True
+    zero_retention_allowed: bool = True  # may a stream ask that nothing be kept
     api_key_id: uuid.UUID | None = None
 
     def has(self, scope: str) -> bool:

@@ -39,6 +39,7 @@ async def principal_for(db: AsyncSession, identity: JwtIdentity) -> Principal:
         user_name=user.external_id,
         scopes=identity.scopes,
         recording_allowed=tenant.recording_allowed,
+        zero_retention_allowed=tenant.zero_retention_allowed,
     )
 
 

@@ -302,6 +302,9 @@ async def realtime_endpoint(websocket: WebSocket) -> None:
             raise StreamError(ErrorKind.INVALID_REQUEST, str(exc)) from None
         if config.recording and not principal.recording_allowed:
             raise StreamError(ErrorKind.INVALID_REQUEST, "Recording is disabled for this tenant.")
+        if not config.keep_transcript and not principal.zero_retention_allowed:
+            raise StreamError(ErrorKind.INVALID_REQUEST, "Zero retention (enable_logging=false) is not allowed "
+                              "for this tenant.")
         await admission.spend_stream_start(services, principal)
         session = await StreamSession.open(services, config, principal, client_info(websocket))
     except StreamError as exc:

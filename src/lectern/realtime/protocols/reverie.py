@@ -330,6 +330,9 @@ async def stream_endpoint(websocket: WebSocket) -> None:
         config = request.config
         if config.recording and not principal.recording_allowed:  # logging keeps what the tenant allows
             config = replace(config, recording=False)
+        if not config.keep_transcript and not principal.zero_retention_allowed:
+            raise ReverieError(400, "invalid `logging` value", "logging that keeps no transcript is not allowed "
+                               "for this tenant")
         await admission.spend_stream_start(services, principal)
         session = await StreamSession.open(services, config, principal, client_info(websocket))
     except ReverieError as exc:
