@@ -19,7 +19,7 @@ from tests.api.test_files_api import BASE as FILES
 from tests.api.test_files_api import FOX_WAV
 from tests.api.test_streams_api import auth
 from tests.conftest import LecternServer, load_speech
-from tests.realtime.native_wire import Reader, open_native, send_json, send_pcm, start_session
+from tests.realtime.native_wire import record
 
 RATE = 256 * 1024  # bytes a second, per tenant
 BURST = RATE // 10  # the bucket holds one chunk: a tenth of a second's allowance (api/pacing.py)
@@ -79,16 +79,7 @@ def test_recording_and_file_downloads_of_a_tenant_share_one_rate(make_server: An
     server = make_server(download_bytes_per_second_per_tenant=RATE)
     key = server.create_key(f"recorder-{uuid.uuid4().hex[:6]}", "alice")
 
-    async def record() -> str:
-        async with open_native(server) as ws:
-            info = await start_session(ws, key, recordingRequested=True)
-            reader = Reader(ws)
-            await send_pcm(ws, FOX.pcm)
-            await send_json(ws, {"type": "session.end"})
-            await reader.closed()
-        return info["sessionId"]
-
-    session_id = asyncio.run(record())
+    session_id = asyncio.run(record(server, key, FOX.pcm))
     assert server.wait_session_state(session_id, ("FINISHED",))["recording_path"]
     file_path = uploaded(server, key)
     recording_path = f"{STREAMS}/{session_id}/recording"

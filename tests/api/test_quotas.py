@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 from tests.conftest import SPEECH, LecternServer, load_speech
-from tests.realtime.native_wire import Reader, open_native, send_json, send_pcm, start_session
+from tests.realtime.native_wire import record
 from tests.realtime.scribe_wire import COMMIT, expect_started, next_committed, open_ws, send_audio
 
 QUOTAS = "/api/v1/quotas"
@@ -90,16 +90,7 @@ def test_usage_counts_streams_batch_and_stored_bytes_against_the_limits(server: 
 def test_a_kept_recording_is_stored_bytes_until_it_is_purged(server: LecternServer) -> None:
     key = server.create_key(f"recorder-{uuid.uuid4().hex[:8]}", "alice")
 
-    async def record() -> str:
-        async with open_native(server) as ws:
-            info = await start_session(ws, key, recordingRequested=True)
-            reader = Reader(ws)
-            await send_pcm(ws, FOX.pcm)
-            await send_json(ws, {"type": "session.end"})
-            await reader.closed()
-        return info["sessionId"]
-
-    session_id = asyncio.run(record())
+    session_id = asyncio.run(record(server, key, FOX.pcm))
     row = server.wait_session_state(session_id, ("FINISHED",))
     assert row["recording_path"], row
     recorded = row["duration_ms"] * 32  # 16 kHz mono s16le

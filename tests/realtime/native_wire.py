@@ -411,3 +411,14 @@ def no_new_tracebacks(servers: list[LecternServer]) -> Iterator[None]:
     for srv in servers:
         new = server_log(srv)[before.get(id(srv), 0):]
         assert "Traceback" not in new and "Exception in ASGI application" not in new, new
+
+
+async def record(srv: LecternServer, key: str, pcm: bytes) -> str:
+    """Stream ``pcm`` as one recorded native session, end it, and return its id once closed."""
+    async with open_native(srv) as ws:
+        info = await start_session(ws, key, recordingRequested=True)
+        reader = Reader(ws)
+        await send_pcm(ws, pcm)
+        await send_json(ws, {"type": "session.end"})
+        await reader.closed()
+    return info["sessionId"]
