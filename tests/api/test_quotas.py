@@ -6,18 +6,17 @@ import asyncio
 import math
 import subprocess
 import sys
-import time
 import uuid
 from typing import Any
 
 import httpx
 
+from tests.api.test_summary_rate_limit import _completed_transcription
 from tests.conftest import SPEECH, LecternServer, load_speech
 from tests.realtime.native_wire import record
 from tests.realtime.scribe_wire import COMMIT, expect_started, next_committed, open_ws, send_audio
 
 QUOTAS = "/api/v1/quotas"
-TRANSCRIPTIONS = "/api/v1/speech-services/transcriptions"
 FOX_WAV = SPEECH / "fox.wav"
 FOX = load_speech("fox")
 
@@ -31,20 +30,6 @@ def _quotas(server: LecternServer, key: str) -> dict[str, Any]:
 def _set_quotas(server: LecternServer, tenant: str, *args: str) -> None:
     subprocess.run([sys.executable, "-m", "lectern", "admin", "tenants", "update", tenant, *args],
                    env=server.env, check=True, capture_output=True, text=True)
-
-
-def _transcribe_upload(server: LecternServer, key: str) -> dict[str, Any]:
-    with FOX_WAV.open("rb") as f:
-        created = httpx.post(f"{server.base_url}{TRANSCRIPTIONS}/upload", headers={"X-API-Key": key},
-                             files={"file": f}, timeout=60)
-    assert created.status_code == 201, created.text
-    job_id = created.json()["transcription"]["id"]
-    deadline = time.monotonic() + 120
-    while (job := httpx.get(f"{server.base_url}{TRANSCRIPTIONS}/{job_id}", headers={"X-API-Key": key},
-                            timeout=30).json())["status"] != "COMPLETED":
-        assert job["status"] in ("PENDING", "IN_PROGRESS") and time.monotonic() < deadline, job
-        time.sleep(0.1)
-    return created.json()
 
 
 async def _stream_fox(server: LecternServer, key: str) -> str:
@@ -72,7 +57,7 @@ def test_usage_counts_streams_batch_and_stored_bytes_against_the_limits(server: 
     _set_quotas(server, tenant, "--quota-transcription-minutes", "10", "--quota-storage-bytes", "10000000",
                 "--quota-summaries", "5", "--quota-summary-tokens", "1000")
 
-    _transcribe_upload(server, key)
+    _completed_transcription(server, key)
     file_bytes = FOX_WAV.stat().st_size
     session_id = asyncio.run(_stream_fox(server, key))
     streamed_seconds = server.session_row(session_id)["duration_ms"] / 1000
